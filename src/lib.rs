@@ -1,0 +1,13 @@
+//! artifact-operator: stores tenants' application JARs as OCI artifacts in a Zot registry and
+//! hands pods pre-signed, expiring URLs to fetch them.
+//!
+//! The library holds every concept as its own module; the `artifact-operator` binary is a thin
+//! command-line front end over it.
+
+pub mod cli;
+pub mod cluster;
+pub mod error;
+pub mod telemetry;
+pub mod tls;
+
+pub use error::{Error, Result};

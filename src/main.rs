@@ -1,0 +1,30 @@
+use std::process::ExitCode;
+
+use artifact_operator::{
+    cli::{self, Cli, Command},
+    telemetry, tls,
+};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tls::install_crypto_provider();
+
+    match cli.command {
+        Command::Version => {
+            print!("{}", cli::version_text());
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            telemetry::init(cli.log_format);
+            match cli::run().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(error = %error, kind = error.metric_label(), "Operator failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
