@@ -1,0 +1,121 @@
+//! Helpers shared by the integration tests: the test environment written by `tests/env/up.sh`.
+
+#![allow(dead_code)] // Each test crate uses a different subset.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+/// The running test environment, read from the env file that `tests/env/up.sh` writes.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    vars: HashMap<String, String>,
+}
+
+impl TestEnv {
+    /// Loads the environment, or panics with the command that starts it.
+    ///
+    /// Integration tests never skip: without the environment they fail, so a CI run that forgot
+    /// to start it cannot pass.
+    pub fn load() -> Self {
+        artifact_operator::tls::install_crypto_provider();
+        let path = env_file_path();
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+            panic!(
+                "test environment file {} is not readable ({error}); start the environment \
+                 with `make testenv` or run the tests with `make test`",
+                path.display()
+            )
+        });
+        Self {
+            vars: parse_env_file(&text),
+        }
+    }
+
+    pub fn var(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} is missing from the test environment file"))
+    }
+
+    pub fn path(&self, key: &str) -> PathBuf {
+        PathBuf::from(self.var(key))
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.path("TESTENV_KUBECONFIG")
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.path("TESTENV_CA_FILE")
+    }
+
+    /// A kube client authenticated as cluster admin.
+    pub async fn kube_client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig())
+            .expect("the test environment's kubeconfig must parse");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("the test environment's kubeconfig must be usable");
+        kube::Client::try_from(config).expect("a client must build from the kubeconfig")
+    }
+
+    /// A reqwest client that trusts the test environment's CA.
+    pub fn http_client(&self) -> reqwest::Client {
+        let pem = std::fs::read(self.ca_file()).expect("the CA file must be readable");
+        let ca =
+            reqwest::Certificate::from_pem(&pem).expect("the CA file must hold a PEM certificate");
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .no_proxy()
+            .build()
+            .expect("the HTTP client must build")
+    }
+}
+
+fn env_file_path() -> PathBuf {
+    if let Ok(path) = std::env::var("TESTENV_FILE") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var("ARTIFACT_OPERATOR_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let base = std::env::var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    Path::new(&std::env::var("HOME").expect("HOME must be set")).join(".cache")
+                });
+            base.join("artifact-operator")
+        });
+    cache.join("run").join("testenv.env")
+}
+
+/// Parses the `export KEY='value'` lines of the env file.
+fn parse_env_file(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|assignment| assignment.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.trim_matches('\'').to_owned()))
+        .collect()
+}
+
+/// A name unique to this test process and call, valid as a Kubernetes name and an OCI
+/// repository component.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{:x}-{nanos:x}-{n}", std::process::id())
+}
+
+/// Hex-encoded sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
