@@ -16,6 +16,10 @@ help: ## List the targets.
 build: ## Build the operator binary (debug).
 	cargo build --locked
 
+.PHONY: crds
+crds: ## Regenerate the CustomResourceDefinitions under crds/ from the Rust types.
+	cargo run --locked --quiet -- crds --output-dir crds
+
 .PHONY: lint
 lint: ## Check formatting and run clippy with warnings as errors.
 	cargo fmt --check

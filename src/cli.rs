@@ -1,10 +1,12 @@
 //! Command-line interface of the `artifact-operator` binary.
 
+use std::path::Path;
+
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
-use crate::{Result, cluster, telemetry::LogFormat};
+use crate::{Result, cluster, crd, telemetry::LogFormat};
 
 /// Stores application JARs in an OCI registry and injects pre-signed fetch URLs into pods.
 #[derive(Debug, Parser)]
@@ -24,6 +26,12 @@ pub enum Command {
     Version,
     /// Connect to the cluster and run the operator until SIGTERM or SIGINT.
     Run,
+    /// Print the CustomResourceDefinitions as YAML, ready for `kubectl apply -f -`.
+    Crds {
+        /// Write one file per definition into this directory instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// Text printed by `artifact-operator version`.
@@ -34,6 +42,21 @@ pub fn version_text() -> String {
         cluster::MIN_MINOR,
         cluster::MAX_MINOR,
     )
+}
+
+/// Prints the CustomResourceDefinitions, or writes one file per definition into `output_dir`.
+pub fn crds(output_dir: Option<&Path>) -> std::io::Result<()> {
+    let Some(dir) = output_dir else {
+        print!("{}", crd::render_yaml());
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir)?;
+    for definition in crd::definitions() {
+        let path = dir.join(crd::file_name(&definition));
+        std::fs::write(&path, crd::render_definition(&definition))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// Connects to the cluster, logs the API server version and waits for a shutdown signal.

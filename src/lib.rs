@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod crd;
 pub mod error;
 pub mod telemetry;
 pub mod tls;

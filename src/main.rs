@@ -16,6 +16,13 @@ async fn main() -> ExitCode {
             print!("{}", cli::version_text());
             ExitCode::SUCCESS
         }
+        Command::Crds { output_dir } => match cli::crds(output_dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: failed to write the CustomResourceDefinitions: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run => {
             telemetry::init(cli.log_format);
             match cli::run().await {
