@@ -8,6 +8,8 @@ pub mod cli;
 pub mod cluster;
 pub mod crd;
 pub mod error;
+pub mod oci;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 
