@@ -1,12 +1,12 @@
 //! Command-line interface of the `artifact-operator` binary.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::{Result, cluster, crd, telemetry::LogFormat};
+use crate::{Result, cluster, crd, registry::controller, telemetry::LogFormat};
 
 /// Stores application JARs in an OCI registry and injects pre-signed fetch URLs into pods.
 #[derive(Debug, Parser)]
@@ -25,13 +25,29 @@ pub enum Command {
     /// Print the operator's version and the supported Kubernetes versions.
     Version,
     /// Connect to the cluster and run the operator until SIGTERM or SIGINT.
-    Run,
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML, ready for `kubectl apply -f -`.
     Crds {
         /// Write one file per definition into this directory instead of printing them.
         #[arg(long, value_name = "DIR")]
         output_dir: Option<std::path::PathBuf>,
     },
+}
+
+/// Options of `artifact-operator run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Namespace the operator runs in. Registries accept traffic from its pods.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "artifact-operator")]
+    pub operator_namespace: String,
+
+    /// Namespace of Traefik. Registries with an ingress accept traffic from its pods.
+    #[arg(long, env = "TRAEFIK_NAMESPACE", default_value = "traefik")]
+    pub traefik_namespace: String,
+
+    /// Watch only this namespace instead of the whole cluster.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
 }
 
 /// Text printed by `artifact-operator version`.
@@ -59,12 +75,30 @@ pub fn crds(output_dir: Option<&Path>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Connects to the cluster, logs the API server version and waits for a shutdown signal.
-pub async fn run() -> Result<()> {
+/// Connects to the cluster, logs the API server version and runs the controllers until a
+/// shutdown signal arrives.
+pub async fn run(args: RunArgs) -> Result<()> {
     let cluster = cluster::connect().await?;
     cluster::log_server_version(&cluster).await?;
+
+    let settings = controller::Settings {
+        operator_namespace: args.operator_namespace,
+        traefik_namespace: args.traefik_namespace,
+        watch_namespace: args.watch_namespace,
+    };
+    let context = Arc::new(controller::Context::new(cluster.client.clone(), settings));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let registries = tokio::spawn(controller::run(context, async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|stop| *stop).await;
+    }));
     info!("Operator started");
+
     shutdown_signal().await;
+    let _ = stop.send(true);
+    if let Err(error) = registries.await {
+        warn!(%error, "The registry controller task failed");
+    }
     info!("Operator stopped");
     Ok(())
 }

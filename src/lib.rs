@@ -6,9 +6,12 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod conditions;
 pub mod crd;
 pub mod error;
 pub mod oci;
+pub mod reconcile;
+pub mod registry;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

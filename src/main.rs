@@ -23,9 +23,9 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run => {
+        Command::Run(args) => {
             telemetry::init(cli.log_format);
-            match cli::run().await {
+            match cli::run(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(error = %error, kind = error.metric_label(), "Operator failed");

@@ -37,7 +37,9 @@ async fn install_crds(client: &Client) {
     let params = PatchParams::apply("artifact-operator-tests").force();
     for definition in crd::definitions() {
         let name = definition.metadata.name.clone().unwrap();
-        api.patch(&name, &params, &Patch::Apply(&definition)).await.unwrap();
+        api.patch(&name, &params, &Patch::Apply(&definition))
+            .await
+            .unwrap();
         let established = await_condition(api.clone(), &name, conditions::is_crd_established());
         tokio::time::timeout(Duration::from_secs(30), established)
             .await
@@ -107,15 +109,26 @@ async fn app_artifact_validation_by_apiserver() {
     let namespace = create_namespace(&client).await;
     let api = dynamic_api(&client, &namespace, "AppArtifact");
 
-    assert_eq!(try_create(&api, app_artifact("valid", valid_app_spec())).await, None);
+    assert_eq!(
+        try_create(&api, app_artifact("valid", valid_app_spec())).await,
+        None
+    );
 
     // Each case changes one field of the valid spec and names a fragment of the expected error.
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("uppercase-tenant", json!({ "tenantId": "Acme" }), "spec.tenantId"),
+        (
+            "uppercase-tenant",
+            json!({ "tenantId": "Acme" }),
+            "spec.tenantId",
+        ),
         ("traversal-app", json!({ "appId": ".." }), "spec.appId"),
         ("slash-app", json!({ "appId": "a/b" }), "spec.appId"),
         ("empty-tenant", json!({ "tenantId": "" }), "spec.tenantId"),
-        ("long-version", json!({ "version": "1".repeat(128) }), "spec.version"),
+        (
+            "long-version",
+            json!({ "version": "1".repeat(128) }),
+            "spec.version",
+        ),
         ("space-version", json!({ "version": "1 2" }), "spec.version"),
         (
             "two-sources",
@@ -125,7 +138,11 @@ async fn app_artifact_validation_by_apiserver() {
             } }),
             "set exactly one of url, configMapKeyRef, secretKeyRef or upload",
         ),
-        ("no-source", json!({ "source": {} }), "set exactly one of url"),
+        (
+            "no-source",
+            json!({ "source": {} }),
+            "set exactly one of url",
+        ),
         (
             "bad-pin",
             json!({ "source": { "url": { "url": "https://example.invalid/a.jar", "sha256": "xyz" } } }),
@@ -136,7 +153,11 @@ async fn app_artifact_validation_by_apiserver() {
             json!({ "source": { "url": { "url": "ftp://example.invalid/a.jar" } } }),
             "spec.source.url.url",
         ),
-        ("bad-policy", json!({ "deletionPolicy": "Purge" }), "spec.deletionPolicy"),
+        (
+            "bad-policy",
+            json!({ "deletionPolicy": "Purge" }),
+            "spec.deletionPolicy",
+        ),
     ];
     for (name, change, expected) in cases {
         let mut spec = valid_app_spec();
@@ -145,7 +166,9 @@ async fn app_artifact_validation_by_apiserver() {
         }
         let message = try_create(&api, app_artifact(name, spec))
             .await
-            .unwrap_or_else(|| panic!("case {name}: the apiserver accepted an invalid AppArtifact"));
+            .unwrap_or_else(|| {
+                panic!("case {name}: the apiserver accepted an invalid AppArtifact")
+            });
         assert!(message.contains(expected), "case {name}: {message}");
     }
 }
@@ -157,16 +180,29 @@ async fn app_artifact_coordinates_immutable() {
     install_crds(&client).await;
     let namespace = create_namespace(&client).await;
     let api = dynamic_api(&client, &namespace, "AppArtifact");
-    assert_eq!(try_create(&api, app_artifact("pinned", valid_app_spec())).await, None);
+    assert_eq!(
+        try_create(&api, app_artifact("pinned", valid_app_spec())).await,
+        None
+    );
 
-    for (field, value) in [("tenantId", "other"), ("appId", "other"), ("version", "9.9.9")] {
+    for (field, value) in [
+        ("tenantId", "other"),
+        ("appId", "other"),
+        ("version", "9.9.9"),
+    ] {
         let patch = json!({ "spec": { field: value } });
         let error = api
             .patch("pinned", &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .expect_err("changing a coordinate must be rejected");
-        let kube::Error::Api(status) = error else { panic!("unexpected error: {error}") };
-        assert!(status.message.contains(&format!("{field} is immutable")), "{}", status.message);
+        let kube::Error::Api(status) = error else {
+            panic!("unexpected error: {error}")
+        };
+        assert!(
+            status.message.contains(&format!("{field} is immutable")),
+            "{}",
+            status.message
+        );
     }
 }
 
@@ -201,7 +237,11 @@ async fn artifact_registry_validation_by_apiserver() {
             } } }),
             "set either storage.size",
         ),
-        ("no-storage", json!({ "zot": { "storage": {} } }), "set storage.size"),
+        (
+            "no-storage",
+            json!({ "zot": { "storage": {} } }),
+            "set storage.size",
+        ),
         (
             "zero-replicas",
             json!({ "zot": { "replicas": 0, "storage": { "size": "1Gi" } } }),
@@ -249,6 +289,10 @@ async fn kubectl_explain_describes_fields() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(text.contains("Tenant that owns the artifact"), "{text}");
 }

@@ -38,18 +38,27 @@ pub struct AppArtifactSpec {
 
     /// Tenant that owns the artifact. It must equal the `artifacts.cameleer.io/tenant` label of
     /// the namespace, and becomes the first component of the OCI repository. Immutable.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("tenantId is immutable; create a new AppArtifact instead"))]
     pub tenant_id: String,
 
     /// Application within the tenant; the second component of the OCI repository. Immutable.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("appId is immutable; create a new AppArtifact instead"))]
     pub app_id: String,
 
     /// Version of the application. The artifact is tagged `v{version}`, and a pushed version is
     /// never overwritten. Immutable.
-    #[schemars(length(min = 1, max = 127), regex(pattern = r"^[a-zA-Z0-9_][a-zA-Z0-9._-]*$"))]
+    #[schemars(
+        length(min = 1, max = 127),
+        regex(pattern = r"^[a-zA-Z0-9_][a-zA-Z0-9._-]*$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("version is immutable; create a new AppArtifact for a new version"))]
     pub version: String,
 
@@ -59,10 +68,10 @@ pub struct AppArtifactSpec {
     #[schemars(length(min = 1, max = 255), regex(pattern = r"^[A-Za-z0-9._-]+\.jar$"))]
     pub file_name: Option<String>,
 
-    /// Where the operator fetches the JAR from.
+    /// Source of the JAR.
     pub source: ArtifactSource,
 
-    /// What happens to the tag in the registry when this object is deleted.
+    /// Fate of the registry tag when this object is deleted: Retain (default) or Delete.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }
@@ -144,7 +153,7 @@ pub struct LocalObjectReference {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct UploadSource {}
 
-/// What happens to the registry tag when the AppArtifact is deleted.
+/// Fate of the registry tag when the AppArtifact is deleted.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeletionPolicy {
     /// Keep the artifact in the registry.

@@ -19,7 +19,7 @@ pub const GROUP: &str = "artifacts.cameleer.io";
 /// Namespace label that names the tenant owning every AppArtifact in the namespace.
 pub const TENANT_LABEL: &str = "artifacts.cameleer.io/tenant";
 
-/// Every CustomResourceDefinition the operator serves, in installation order.
+/// Returns every CustomResourceDefinition the operator serves, in installation order.
 pub fn definitions() -> Vec<CustomResourceDefinition> {
     vec![ArtifactRegistry::crd(), AppArtifact::crd()]
 }
@@ -36,9 +36,15 @@ pub fn render_definition(crd: &CustomResourceDefinition) -> String {
     format!("---\n{document}")
 }
 
-/// Name of the file under `crds/` that holds one definition.
+/// Returns the name of the file under `crds/` that contains one definition.
 pub fn file_name(crd: &CustomResourceDefinition) -> String {
-    format!("{}.yaml", crd.metadata.name.as_deref().expect("a generated CRD must have a name"))
+    format!(
+        "{}.yaml",
+        crd.metadata
+            .name
+            .as_deref()
+            .expect("a generated CRD must have a name")
+    )
 }
 
 #[cfg(test)]
@@ -57,8 +63,18 @@ mod tests {
         for crd in definitions() {
             assert_eq!(crd.spec.group, GROUP);
             assert_eq!(crd.spec.scope, "Namespaced");
-            assert_eq!(crd.spec.names.categories.as_deref(), Some(&["artifacts".to_owned()][..]));
-            assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+            assert_eq!(
+                crd.spec.names.categories.as_deref(),
+                Some(&["artifacts".to_owned()][..])
+            );
+            assert!(
+                crd.spec.versions[0]
+                    .subresources
+                    .as_ref()
+                    .unwrap()
+                    .status
+                    .is_some()
+            );
         }
     }
 
@@ -87,8 +103,14 @@ mod tests {
     #[test]
     fn printer_columns_show_reference_and_digest() {
         let crd = AppArtifact::crd();
-        let columns = crd.spec.versions[0].additional_printer_columns.as_ref().unwrap();
-        let paths: Vec<&str> = columns.iter().map(|column| column.json_path.as_str()).collect();
+        let columns = crd.spec.versions[0]
+            .additional_printer_columns
+            .as_ref()
+            .unwrap();
+        let paths: Vec<&str> = columns
+            .iter()
+            .map(|column| column.json_path.as_str())
+            .collect();
         assert!(paths.contains(&".status.artifact.ociRef"), "{paths:?}");
         assert!(paths.contains(&".status.artifact.digest"), "{paths:?}");
     }

@@ -46,7 +46,7 @@ pub struct ArtifactRegistrySpec {
     /// Expose the registry outside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<RegistryIngress>,
-    /// Which namespaces may push artifacts into this registry.
+    /// Namespaces that may push artifacts into this registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenancy: Option<Tenancy>,
 }
@@ -66,10 +66,10 @@ pub struct ZotSpec {
     /// Compute resources of the Zot container. The memory limit also sets GOMEMLIMIT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Where the Zot pods may run.
+    /// Scheduling constraints of the Zot pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling: Option<Scheduling>,
-    /// Where Zot keeps blobs and manifests.
+    /// Storage of blobs and manifests.
     pub storage: ZotStorage,
     /// Garbage collection of unreferenced blobs and untagged manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,7 +162,8 @@ pub struct S3Storage {
     /// Secret with `accessKeyId` and `secretAccessKey`; without it Zot uses the pod's identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<crate::crd::LocalObjectReference>,
-    /// Answer blob downloads with a redirect to a pre-signed S3 URL.
+    /// Redirect blob downloads to pre-signed S3 URLs. Zot v2.1.20 has no such option, so the
+    /// operator rejects true.
     #[serde(default)]
     pub redirect_blob_url: bool,
     /// Shared cache of blob digests, required when `storage.dedupe` is true.
@@ -196,7 +197,7 @@ pub struct GarbageCollection {
     pub interval: Option<String>,
 }
 
-/// Which versions of each application Zot keeps.
+/// Number of versions of each application that Zot keeps.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Retention {
@@ -273,7 +274,10 @@ pub enum ZotLogLevel {
 #[serde(rename_all = "camelCase")]
 pub struct ExternalRegistry {
     /// Base URL, for example `https://registry.example.com`.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s/]+(/[^\s]*)?$"))]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^https?://[^\s/]+(/[^\s]*)?$")
+    )]
     pub url: String,
     /// Secret with `username` and `password` keys for the registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -332,7 +336,7 @@ pub struct MiddlewareRef {
     pub namespace: Option<String>,
 }
 
-/// Which namespaces may push into the registry.
+/// Namespaces that may push into the registry.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenancy {

@@ -4,7 +4,7 @@
 # are skipped.
 #
 # Usage: tests/env/build.sh [component...]   (default: all)
-# Components: kubernetes etcd helm oras crane
+# Components: kubernetes etcd helm oras crane traefik-crds
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require_go
@@ -97,13 +97,23 @@ build_go_install() {
   GOBIN="$out" go install -ldflags "-s -w" "$pkg"
 }
 
+# Traefik publishes its CRDs as YAML inside its Go module; nothing is compiled.
+build_traefik_crds() {
+  local out="$1" version="$2" dir
+  dir="$(cd "$out" && GOFLAGS=-mod=mod go mod download -json "github.com/traefik/traefik/v3@$version" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  cp "$dir/docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml" \
+    "$out/traefik-crds.yaml"
+  chmod 644 "$out/traefik-crds.yaml"
+}
+
 build_helm() { build_go_install "$1" "helm.sh/helm/v4/cmd/helm@$2"; }
 build_oras() { build_go_install "$1" "oras.land/oras/cmd/oras@$2"; }
 build_crane() { build_go_install "$1" "github.com/google/go-containerregistry/cmd/crane@$2"; }
 
 main() {
   local components=("$@")
-  [[ ${#components[@]} -gt 0 ]] || components=(etcd crane oras helm kubernetes)
+  [[ ${#components[@]} -gt 0 ]] || components=(etcd crane oras helm traefik-crds kubernetes)
   local c
   for c in "${components[@]}"; do
     case "$c" in
@@ -112,7 +122,8 @@ main() {
       helm) build_into helm "$HELM_VERSION" build_helm ;;
       oras) build_into oras "$ORAS_VERSION" build_oras ;;
       crane) build_into crane "$CRANE_VERSION" build_crane ;;
-      *) die "unknown component '$c'; expected one of: kubernetes etcd helm oras crane" ;;
+      traefik-crds) build_into traefik-crds "$TRAEFIK_VERSION" build_traefik_crds ;;
+      *) die "unknown component '$c'; expected one of: kubernetes etcd helm oras crane traefik-crds" ;;
     esac
   done
 }

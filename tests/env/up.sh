@@ -15,6 +15,7 @@ require_binaries() {
     "$(k8s_bin kubectl)" "$(helm_bin)" "$(oras_bin)" "$(crane_bin)"; do
     [[ -x "$b" ]] || die "$b is missing; run tests/env/build.sh first"
   done
+  [[ -f "$(traefik_crds)" ]] || die "$(traefik_crds) is missing; run tests/env/build.sh first"
   command -v docker-registry >/dev/null || die "docker-registry is missing; run tests/env/install-packages.sh"
   command -v htpasswd >/dev/null || die "htpasswd is missing; run tests/env/install-packages.sh"
   command -v openssl >/dev/null || die "openssl is missing; run tests/env/install-packages.sh"
@@ -247,6 +248,7 @@ write_env_file() {
       "TESTENV_HELM=$(helm_bin)" \
       "TESTENV_ORAS=$(oras_bin)" \
       "TESTENV_CRANE=$(crane_bin)" \
+      "TESTENV_TRAEFIK_CRDS=$(traefik_crds)" \
       "TESTENV_ETCD_PID=$(cat "$TESTENV_STATE/pids/etcd.pid")" \
       "TESTENV_APISERVER_PID=$(cat "$TESTENV_STATE/pids/kube-apiserver.pid")" \
       "TESTENV_DISTRIBUTION_PID=$(cat "$TESTENV_STATE/pids/distribution.pid")" \

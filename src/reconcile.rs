@@ -1,0 +1,172 @@
+//! Machinery shared by the controllers: server-side apply with one field manager, status
+//! writes that skip unchanged status, Events, and per-object exponential backoff.
+
+use std::{collections::HashMap, fmt::Debug, sync::Mutex, time::Duration};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use tracing::warn;
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "artifact-operator";
+
+/// First retry delay after a failed reconcile.
+const BACKOFF_BASE: Duration = Duration::from_secs(5);
+/// Maximum retry delay after repeated failures.
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Parameters for server-side apply. `force` takes ownership of fields another manager set,
+/// because the operator is the source of truth for the objects it renders.
+pub fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Creates or updates `object` with server-side apply. An apply that changes nothing leaves
+/// the object's resourceVersion as it is.
+pub async fn apply<K>(api: &Api<K>, object: &K) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let name = object
+        .meta()
+        .name
+        .as_deref()
+        .expect("an object to apply must have a name");
+    api.patch(name, &apply_params(), &Patch::Apply(object))
+        .await
+}
+
+/// Writes `status` on the status subresource with server-side apply, unless it equals
+/// `current`. Returns whether a write happened.
+pub async fn write_status<K, S>(
+    api: &Api<K>,
+    object: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(false);
+    }
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&object.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    Ok(true)
+}
+
+// === Backoff ===
+
+/// Delay before retrying after `failures` consecutive failed reconciles (at least one).
+pub fn backoff_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
+}
+
+/// Consecutive failure counts per object key, so each object backs off on its own.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// Records a failure of `key` and returns how long to wait before the next attempt.
+    pub fn record_failure(&self, key: &str) -> Duration {
+        let mut failures = self
+            .failures
+            .lock()
+            .expect("the backoff lock is never poisoned");
+        let count = failures.entry(key.to_owned()).or_default();
+        *count = count.saturating_add(1);
+        backoff_delay(*count)
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn record_success(&self, key: &str) {
+        self.failures
+            .lock()
+            .expect("the backoff lock is never poisoned")
+            .remove(key);
+    }
+}
+
+// === Events ===
+
+/// Publishes Kubernetes Events on the objects the operator manages.
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    pub fn new(client: Client, controller: &str) -> Self {
+        let reporter = Reporter {
+            controller: controller.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+        }
+    }
+
+    /// Publishes one Event. Events are informational, so a failure is logged and not returned.
+    pub async fn publish(
+        &self,
+        object: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, object).await {
+            warn!(%error, reason, object = ?object.name, "Failed to publish event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_base() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(5));
+        assert_eq!(backoff_delay(2), Duration::from_secs(10));
+        assert_eq!(backoff_delay(4), Duration::from_secs(40));
+    }
+
+    #[test]
+    fn backoff_caps_at_max() {
+        assert_eq!(backoff_delay(7), Duration::from_secs(300));
+        assert_eq!(backoff_delay(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn backoff_resets_after_success() {
+        let backoff = Backoff::default();
+        backoff.record_failure("ns/a");
+        assert_eq!(backoff.record_failure("ns/a"), Duration::from_secs(10));
+        assert_eq!(backoff.record_failure("ns/b"), Duration::from_secs(5));
+        backoff.record_success("ns/a");
+        assert_eq!(backoff.record_failure("ns/a"), Duration::from_secs(5));
+    }
+}
