@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use artifact_operator::{
     cli::{self, Cli, Command},
@@ -6,11 +6,26 @@ use artifact_operator::{
 };
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Time that blocking work, such as a DNS lookup still under way, gets to finish at shutdown
+/// before the process exits anyway.
+const BLOCKING_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tls::install_crypto_provider();
 
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the Tokio runtime must start");
+    let code = runtime.block_on(execute(cli));
+    // Dropping the runtime would wait for blocking tasks without limit, so a DNS lookup that
+    // hangs could keep a stopped operator alive.
+    runtime.shutdown_timeout(BLOCKING_SHUTDOWN_TIMEOUT);
+    code
+}
+
+async fn execute(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Version => {
             print!("{}", cli::version_text());

@@ -33,6 +33,8 @@ fn run_logs_server_version_and_stops_on_sigterm() {
     let env = TestEnv::load();
     let mut child = Command::new(BINARY)
         .arg("run")
+        // A namespace of its own keeps this operator away from other tests' objects.
+        .args(["--watch-namespace", &support::unique_name("cli")])
         .env("KUBECONFIG", env.kubeconfig())
         .env("RUST_LOG", "info")
         .env("LOG_FORMAT", "json")
@@ -62,7 +64,7 @@ fn run_logs_server_version_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = wait_with_deadline(&mut child, Duration::from_secs(30), &lines_rx);
     assert!(
         exit.success(),
         "the operator must exit 0 on SIGTERM, got {exit}"
@@ -86,6 +88,30 @@ fn run_without_cluster_fails_with_clear_error() {
         stderr.contains("failed to load Kubernetes client configuration"),
         "{stderr}"
     );
+}
+
+/// Waits for the child to exit. A child still running at the deadline is killed and the test
+/// fails, so a shutdown that hangs cannot hang the test run.
+fn wait_with_deadline(
+    child: &mut std::process::Child,
+    limit: Duration,
+    lines: &mpsc::Receiver<String>,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let log: Vec<String> = lines.try_iter().collect();
+            panic!(
+                "the operator did not exit within {limit:?} after SIGTERM; log:\n{}",
+                log.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {

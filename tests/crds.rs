@@ -88,7 +88,7 @@ fn valid_app_spec() -> Value {
         "tenantId": "acme",
         "appId": "billing",
         "version": "1.2.3",
-        "source": { "url": { "url": "https://example.invalid/billing.jar" } },
+        "source": { "url": { "url": "https://127.0.0.1:9/billing.jar" } },
     })
 }
 
@@ -133,7 +133,7 @@ async fn app_artifact_validation_by_apiserver() {
         (
             "two-sources",
             json!({ "source": {
-                "url": { "url": "https://example.invalid/a.jar" },
+                "url": { "url": "https://127.0.0.1:9/a.jar" },
                 "configMapKeyRef": { "name": "jar", "key": "app.jar" }
             } }),
             "set exactly one of url, configMapKeyRef, secretKeyRef or upload",
@@ -145,12 +145,12 @@ async fn app_artifact_validation_by_apiserver() {
         ),
         (
             "bad-pin",
-            json!({ "source": { "url": { "url": "https://example.invalid/a.jar", "sha256": "xyz" } } }),
+            json!({ "source": { "url": { "url": "https://127.0.0.1:9/a.jar", "sha256": "xyz" } } }),
             "spec.source.url.sha256",
         ),
         (
             "ftp-url",
-            json!({ "source": { "url": { "url": "ftp://example.invalid/a.jar" } } }),
+            json!({ "source": { "url": { "url": "ftp://127.0.0.1:9/a.jar" } } }),
             "spec.source.url.url",
         ),
         (
@@ -216,7 +216,7 @@ async fn artifact_registry_validation_by_apiserver() {
 
     let managed = json!({ "zot": { "storage": { "size": "10Gi" } } });
     assert_eq!(try_create(&api, registry("managed", managed)).await, None);
-    let external = json!({ "external": { "url": "https://registry.example.invalid" } });
+    let external = json!({ "external": { "url": "https://127.0.0.1:9" } });
     assert_eq!(try_create(&api, registry("external", external)).await, None);
 
     let cases: Vec<(&str, Value, &str)> = vec![
@@ -225,7 +225,7 @@ async fn artifact_registry_validation_by_apiserver() {
             "both",
             json!({
                 "zot": { "storage": { "size": "10Gi" } },
-                "external": { "url": "https://registry.example.invalid" }
+                "external": { "url": "https://127.0.0.1:9" }
             }),
             "set exactly one of spec.zot",
         ),
@@ -254,13 +254,13 @@ async fn artifact_registry_validation_by_apiserver() {
         ),
         (
             "external-not-url",
-            json!({ "external": { "url": "registry.example.invalid" } }),
+            json!({ "external": { "url": "127.0.0.1:9" } }),
             "spec.external.url",
         ),
         (
             "tls-both",
             json!({
-                "external": { "url": "https://registry.example.invalid" },
+                "external": { "url": "https://127.0.0.1:9" },
                 "ingress": { "traefik": {
                     "host": "registry.example.invalid",
                     "tls": { "secretName": "cert", "certResolver": "le" }
