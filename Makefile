@@ -26,9 +26,10 @@ lint: ## Check formatting and run clippy with warnings as errors.
 	cargo clippy --locked --all-targets -- -D warnings
 
 .PHONY: testenv-build
-testenv-build: ## Install Debian packages and build the test components (cached).
+testenv-build: ## Install Debian packages, build the test components and fetch test JARs (cached).
 	tests/env/install-packages.sh
 	tests/env/build.sh
+	tests/env/fetch-jars.sh
 
 .PHONY: testenv
 testenv: testenv-build ## Start the local control plane and registries.

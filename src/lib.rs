@@ -4,6 +4,7 @@
 //! The library holds every concept as its own module; the `artifact-operator` binary is a thin
 //! command-line front end over it.
 
+pub mod artifact;
 pub mod cli;
 pub mod cluster;
 pub mod conditions;

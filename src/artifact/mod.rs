@@ -1,0 +1,9 @@
+//! Sources of application JARs for the AppArtifact controller: URL downloads guarded against
+//! server-side request forgery, ConfigMap and Secret keys, and the content checks that every
+//! source passes through while it streams.
+
+pub mod address_policy;
+pub mod checks;
+pub mod error;
+pub mod objects;
+pub mod source;
