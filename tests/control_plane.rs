@@ -16,23 +16,10 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
-use support::{TestEnv, unique_name};
+use support::{TestEnv, create_namespace};
 
 /// Upper bound for an object to appear; generous because CI machines are slow and shared.
 const APPEAR_TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn create_namespace(client: &Client) -> String {
-    let name = unique_name("cp");
-    let namespace: Namespace = serde_json::from_value(json!({
-        "metadata": { "name": name }
-    }))
-    .unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("creating a namespace must succeed");
-    name
-}
 
 async fn delete_namespace(client: &Client, name: &str) {
     Api::<Namespace>::all(client.clone())
@@ -45,7 +32,7 @@ async fn delete_namespace(client: &Client, name: &str) {
 async fn configmap_create_is_seen_by_watch() {
     let env = TestEnv::load();
     let client = env.kube_client().await;
-    let namespace = create_namespace(&client).await;
+    let namespace = create_namespace(&client, "cp").await;
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
 
     let stream = watcher(configmaps.clone(), watcher::Config::default()).applied_objects();
@@ -80,7 +67,7 @@ async fn configmap_create_is_seen_by_watch() {
 async fn deployment_becomes_replicaset_and_pod() {
     let env = TestEnv::load();
     let client = env.kube_client().await;
-    let namespace = create_namespace(&client).await;
+    let namespace = create_namespace(&client, "cp").await;
 
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": { "name": "web" },
@@ -172,7 +159,7 @@ async fn service_account_token_passes_token_review() {
 
     let env = TestEnv::load();
     let client = env.kube_client().await;
-    let namespace = create_namespace(&client).await;
+    let namespace = create_namespace(&client, "cp").await;
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
     let account: ServiceAccount =
         serde_json::from_value(json!({ "metadata": { "name": "loader" } })).unwrap();

@@ -3,18 +3,14 @@
 
 mod support;
 
-use std::time::Duration;
-
 use artifact_operator::crd;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client,
     api::{DynamicObject, Patch, PatchParams, PostParams},
     core::{ApiResource, GroupVersionKind},
-    runtime::{conditions, wait::await_condition},
 };
 use serde_json::{Value, json};
-use support::{TestEnv, unique_name};
+use support::{TestEnv, create_namespace, install_crds};
 
 #[test]
 fn committed_crds_match_code() {
@@ -31,36 +27,9 @@ fn committed_crds_match_code() {
     }
 }
 
-/// Installs the CRDs with server-side apply and waits until both are established.
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let params = PatchParams::apply("artifact-operator-tests").force();
-    for definition in crd::definitions() {
-        let name = definition.metadata.name.clone().unwrap();
-        api.patch(&name, &params, &Patch::Apply(&definition))
-            .await
-            .unwrap();
-        let established = await_condition(api.clone(), &name, conditions::is_crd_established());
-        tokio::time::timeout(Duration::from_secs(30), established)
-            .await
-            .unwrap_or_else(|_| panic!("CRD {name} was not established"))
-            .unwrap();
-    }
-}
-
 fn dynamic_api(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk(crd::GROUP, "v1alpha1", kind);
     Api::namespaced_with(client.clone(), namespace, &ApiResource::from_gvk(&gvk))
-}
-
-async fn create_namespace(client: &Client) -> String {
-    let name = unique_name("crd");
-    let namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-    name
 }
 
 /// Creates an object and returns the apiserver's error message, or None if it was accepted.
@@ -106,7 +75,7 @@ async fn app_artifact_validation_by_apiserver() {
     let env = TestEnv::load();
     let client = env.kube_client().await;
     install_crds(&client).await;
-    let namespace = create_namespace(&client).await;
+    let namespace = create_namespace(&client, "crd").await;
     let api = dynamic_api(&client, &namespace, "AppArtifact");
 
     assert_eq!(
@@ -178,7 +147,7 @@ async fn app_artifact_coordinates_immutable() {
     let env = TestEnv::load();
     let client = env.kube_client().await;
     install_crds(&client).await;
-    let namespace = create_namespace(&client).await;
+    let namespace = create_namespace(&client, "crd").await;
     let api = dynamic_api(&client, &namespace, "AppArtifact");
     assert_eq!(
         try_create(&api, app_artifact("pinned", valid_app_spec())).await,
@@ -211,7 +180,7 @@ async fn artifact_registry_validation_by_apiserver() {
     let env = TestEnv::load();
     let client = env.kube_client().await;
     install_crds(&client).await;
-    let namespace = create_namespace(&client).await;
+    let namespace = create_namespace(&client, "crd").await;
     let api = dynamic_api(&client, &namespace, "ArtifactRegistry");
 
     let managed = json!({ "zot": { "storage": { "size": "10Gi" } } });

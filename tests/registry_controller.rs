@@ -6,27 +6,25 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use artifact_operator::{
-    crd::{self, ArtifactRegistry},
+    crd::ArtifactRegistry,
     registry::controller::{self, Context, Settings},
 };
 use k8s_openapi::{
     ByteString,
     api::{
         apps::v1::StatefulSet,
-        core::v1::{ConfigMap, Namespace, Secret, Service},
+        core::v1::{ConfigMap, Secret, Service},
         networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
     },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
     core::{ApiResource, GroupVersionKind},
-    runtime::{conditions as kube_conditions, wait::await_condition},
 };
 use serde_json::{Value, json};
-use support::{TestEnv, unique_name};
+use support::{TestEnv, create_namespace, install_crds};
 use tokio::sync::oneshot;
 
 /// Upper bound for the controller to reach an expected state.
@@ -44,12 +42,7 @@ impl Harness {
     async fn start(env: &TestEnv) -> Self {
         let client = env.kube_client().await;
         install_crds(&client).await;
-        let namespace = unique_name("reg");
-        let object = serde_json::from_value(json!({ "metadata": { "name": namespace } })).unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &object)
-            .await
-            .unwrap();
+        let namespace = create_namespace(&client, "reg").await;
 
         let settings = Settings {
             operator_namespace: "artifact-operator".into(),
@@ -119,23 +112,6 @@ impl Drop for Harness {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let params = PatchParams::apply("artifact-operator-tests").force();
-    for definition in crd::definitions() {
-        let name = definition.metadata.name.clone().unwrap();
-        api.patch(&name, &params, &Patch::Apply(&definition))
-            .await
-            .unwrap();
-        let established =
-            await_condition(api.clone(), &name, kube_conditions::is_crd_established());
-        tokio::time::timeout(SETTLE_TIMEOUT, established)
-            .await
-            .unwrap()
-            .unwrap();
     }
 }
 

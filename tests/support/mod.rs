@@ -119,3 +119,41 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(bytes))
 }
+
+/// Creates a namespace named `{prefix}-...`, unique to this call, and returns its name.
+pub async fn create_namespace(client: &kube::Client, prefix: &str) -> String {
+    use k8s_openapi::api::core::v1::Namespace;
+
+    let name = unique_name(prefix);
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
+    kube::Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &namespace)
+        .await
+        .expect("creating a namespace must succeed");
+    name
+}
+
+/// Installs the operator's CRDs with server-side apply and waits until they are established.
+pub async fn install_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::{
+        Api,
+        api::{Patch, PatchParams},
+        runtime::{conditions, wait::await_condition},
+    };
+
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("artifact-operator-tests").force();
+    for definition in artifact_operator::crd::definitions() {
+        let name = definition.metadata.name.clone().unwrap();
+        api.patch(&name, &params, &Patch::Apply(&definition))
+            .await
+            .unwrap();
+        let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+        tokio::time::timeout(std::time::Duration::from_secs(30), established)
+            .await
+            .unwrap_or_else(|_| panic!("CRD {name} was not established within 30 s"))
+            .unwrap();
+    }
+}
