@@ -42,4 +42,4 @@ testenv-down: ## Stop the local control plane and registries.
 .PHONY: test
 test: testenv-build lint ## Build, start the environment, run every test, stop it.
 	cargo build --locked --all-targets
-	tests/env/with-testenv.sh cargo test --locked --all-targets -- --test-threads 4
+	tests/env/with-testenv.sh cargo test --locked --all-targets --no-fail-fast -- --test-threads 4

@@ -252,11 +252,20 @@ async fn kubectl_explain_describes_fields() {
     let client = env.kube_client().await;
     install_crds(&client).await;
 
-    let output = std::process::Command::new(env.var("TESTENV_KUBECTL"))
-        .args(["--kubeconfig", env.var("TESTENV_KUBECONFIG")])
-        .args(["explain", "appartifacts.spec.tenantId"])
-        .output()
-        .unwrap();
+    // The apiserver publishes a new CRD's OpenAPI schema a few seconds after the CRD is
+    // established, so kubectl explain is retried until it finds the resource.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let output = loop {
+        let output = std::process::Command::new(env.var("TESTENV_KUBECTL"))
+            .args(["--kubeconfig", env.var("TESTENV_KUBECONFIG")])
+            .args(["explain", "appartifacts.spec.tenantId"])
+            .output()
+            .unwrap();
+        if output.status.success() || std::time::Instant::now() >= deadline {
+            break output;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
