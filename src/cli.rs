@@ -99,9 +99,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     shutdown_signal().await;
     let _ = stop.send(true);
-    // NOTE: a SIGTERM that arrives within a second of start-up sometimes leaves kube's
-    // graceful controller shutdown waiting forever (seen in the cli_run test, cause not yet
-    // found), so the wait is bounded.
+    // NOTE: in kube-runtime 5.0.0 the controller holds its reconcile runner until the
+    // reflector store is ready. A shutdown that arrives before the first list completes stops
+    // the watch, so the store never becomes ready and the graceful shutdown never ends. The
+    // wait is therefore bounded; the cli_run test shuts down that early on purpose.
     match tokio::time::timeout(SHUTDOWN_GRACE, registries).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => warn!(%error, "The registry controller task failed"),
