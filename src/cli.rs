@@ -99,7 +99,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     shutdown_signal().await;
     let _ = stop.send(true);
-    // NOTE: in kube-runtime 5.0.0 the controller holds its reconcile runner until the
+    // NOTE: in kube-runtime 5.0.0 the controller keeps its reconcile runner waiting until the
     // reflector store is ready. A shutdown that arrives before the first list completes stops
     // the watch, so the store never becomes ready and the graceful shutdown never ends. The
     // wait is therefore bounded; the cli_run test shuts down that early on purpose.

@@ -11,7 +11,7 @@ pub const MIN_MINOR: u32 = 33;
 /// Newest Kubernetes minor version the operator is tested against.
 pub const MAX_MINOR: u32 = 37;
 
-/// How a server version relates to the supported range.
+/// Position of a server version relative to the supported range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VersionSupport {
     Supported,

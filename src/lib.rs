@@ -1,7 +1,7 @@
 //! artifact-operator: stores tenants' application JARs as OCI artifacts in a Zot registry and
 //! hands pods pre-signed, expiring URLs to fetch them.
 //!
-//! The library holds every concept as its own module; the `artifact-operator` binary is a thin
+//! The library keeps every concept in its own module; the `artifact-operator` binary is a thin
 //! command-line front end over it.
 
 pub mod artifact;

@@ -53,7 +53,7 @@ impl TestEnv {
         self.path("TESTENV_CA_FILE")
     }
 
-    /// A kube client authenticated as cluster admin.
+    /// Builds a kube client authenticated as cluster admin.
     pub async fn kube_client(&self) -> kube::Client {
         let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig())
             .expect("the test environment's kubeconfig must parse");
@@ -63,7 +63,7 @@ impl TestEnv {
         kube::Client::try_from(config).expect("a client must build from the kubeconfig")
     }
 
-    /// A reqwest client that trusts the test environment's CA.
+    /// Builds a reqwest client that trusts the test environment's CA.
     pub fn http_client(&self) -> reqwest::Client {
         let pem = std::fs::read(self.ca_file()).expect("the CA file must be readable");
         let ca =
@@ -102,7 +102,7 @@ fn parse_env_file(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// A name unique to this test process and call, valid as a Kubernetes name and an OCI
+/// Returns a name unique to this test process and call, valid as a Kubernetes name and an OCI
 /// repository component.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
