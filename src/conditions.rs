@@ -89,23 +89,23 @@ pub fn merge(
         .cloned()
         .collect();
 
-    for wanted in desired {
-        if (wanted.type_ == RECONCILING || wanted.type_ == STALLED) && !wanted.status {
+    for target in desired {
+        if (target.type_ == RECONCILING || target.type_ == STALLED) && !target.status {
             continue;
         }
-        let status = if wanted.status { "True" } else { "False" };
+        let status = if target.status { "True" } else { "False" };
         let previous = existing
             .iter()
-            .find(|condition| condition.type_ == wanted.type_);
+            .find(|condition| condition.type_ == target.type_);
         let last_transition_time = match previous {
             Some(previous) if previous.status == status => previous.last_transition_time.clone(),
             _ => Time(now),
         };
         merged.push(Condition {
-            type_: wanted.type_.to_owned(),
+            type_: target.type_.to_owned(),
             status: status.to_owned(),
-            reason: wanted.reason.clone(),
-            message: wanted.message.clone(),
+            reason: target.reason.clone(),
+            message: target.message.clone(),
             observed_generation: generation,
             last_transition_time,
         });

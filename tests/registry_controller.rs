@@ -87,7 +87,7 @@ impl Harness {
     async fn wait_for(
         &self,
         name: &str,
-        what: &str,
+        expectation: &str,
         check: impl Fn(&ArtifactRegistry) -> bool,
     ) -> ArtifactRegistry {
         let api = self.api::<ArtifactRegistry>();
@@ -99,7 +99,7 @@ impl Harness {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "registry {name} never reached: {what}; last status: {:#?}",
+                "registry {name} never reached: {expectation}; last status: {:#?}",
                 registry.status
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
