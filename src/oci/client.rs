@@ -138,6 +138,10 @@ impl RegistryClient {
         &self.inner.registry
     }
 
+    pub(super) fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
     pub(super) fn tag_page_size(&self) -> u32 {
         self.inner.tag_page_size
     }

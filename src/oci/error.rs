@@ -212,6 +212,16 @@ impl OciError {
         }
     }
 
+    /// Returns whether the registry refused a manifest because it does not know a blob the
+    /// manifest references (OCI error code `MANIFEST_BLOB_UNKNOWN`).
+    pub fn is_manifest_blob_unknown(&self) -> bool {
+        matches!(
+            self,
+            OciError::UnexpectedStatus { status, detail, .. }
+                if *status == StatusCode::BAD_REQUEST && detail.contains("MANIFEST_BLOB_UNKNOWN")
+        )
+    }
+
     /// Returns whether the error means the tag, manifest, blob or repository does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, OciError::NotFound { .. })
@@ -273,5 +283,24 @@ mod tests {
         assert!(error(429).is_transient());
         assert!(!error(400).is_transient());
         assert!(!error(501).is_transient());
+    }
+
+    #[test]
+    fn manifest_blob_unknown_recognized_by_code() {
+        let error = |code, detail: &str| OciError::UnexpectedStatus {
+            object: Box::new(object("v1")),
+            method: reqwest::Method::PUT,
+            status: StatusCode::from_u16(code).unwrap(),
+            detail: detail.to_owned(),
+        };
+        assert!(
+            error(
+                400,
+                "DIGEST_INVALID: x; MANIFEST_BLOB_UNKNOWN: blob unknown"
+            )
+            .is_manifest_blob_unknown()
+        );
+        assert!(!error(400, "MANIFEST_INVALID: bad").is_manifest_blob_unknown());
+        assert!(!error(500, "MANIFEST_BLOB_UNKNOWN: y").is_manifest_blob_unknown());
     }
 }

@@ -15,6 +15,10 @@ use super::{
     },
 };
 
+/// How often [`RegistryClient::tag_jar`] pushes a manifest the registry rejects for a blob it
+/// had confirmed.
+const MANIFEST_BLOB_RACE_ATTEMPTS: u32 = 4;
+
 /// File name and origin of a JAR, recorded as annotations of its manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JarMetadata {
@@ -169,7 +173,7 @@ impl RegistryClient {
         };
         let manifest = build_jar_manifest(content, &input);
         let manifest_digest = self
-            .push_manifest(&reference.repository, &reference.tag, &manifest)
+            .push_manifest_after_blobs(&reference.repository, &reference.tag, &manifest)
             .await?;
         let [layer] = <[Descriptor; 1]>::try_from(manifest.layers)
             .expect("a JAR manifest has exactly one layer");
@@ -177,6 +181,36 @@ impl RegistryClient {
             manifest_digest,
             layer,
         })
+    }
+
+    /// Pushes a manifest whose blobs were confirmed a moment ago.
+    ///
+    /// A registry may still answer `MANIFEST_BLOB_UNKNOWN` when another client commits the same
+    /// blob to the repository at that instant: the CNCF distribution registry rewrites the
+    /// repository's link file in place, and a manifest check that reads it half-written fails.
+    /// Such an answer contradicts what the registry just reported, so the push is repeated a few
+    /// times with the client's backoff before the error is returned.
+    async fn push_manifest_after_blobs(
+        &self,
+        repository: &str,
+        tag: &str,
+        manifest: &manifest::ImageManifest,
+    ) -> Result<Digest, OciError> {
+        let mut attempt = 1;
+        loop {
+            match self.push_manifest(repository, tag, manifest).await {
+                Err(error)
+                    if error.is_manifest_blob_unknown()
+                        && attempt < MANIFEST_BLOB_RACE_ATTEMPTS =>
+                {
+                    let delay = self.retry_policy().backoff(attempt);
+                    tracing::debug!(%error, attempt, ?delay, "registry lost a confirmed blob, pushing the manifest again");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Uploads and tags a JAR, replacing any previous manifest of the version. The
