@@ -210,11 +210,11 @@ fn base64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Builds the policy of every test, which allows the test server's address and keeps the second
+/// Builds the policy of every test, which exempts the test server's address and keeps the second
 /// loopback address 127.0.0.2 denied.
 fn test_policy() -> AddressPolicy {
     AddressPolicy::default()
-        .allow_range("127.0.0.1/32".parse().unwrap())
+        .exempt_range("127.0.0.1/32".parse().unwrap())
         .deny_range("127.0.0.2/32".parse().unwrap())
 }
 

@@ -27,18 +27,20 @@ pub const DEFAULT_DENIED_RANGES: [IpNet; 6] = [
 
 /// Rules for the addresses a URL source may connect to.
 ///
-/// An address is denied when it lies in a denied range, unless it also lies in an allowed
-/// range: an allowed range is the one way through the deny list, so that for example a test may
-/// allow `127.0.0.1/32` for its own server while the rest of `127.0.0.0/8` stays denied.
-/// Allowed host names never override the deny list, because the addresses behind a name can
-/// change.
+/// Two lists decide, in this order:
+/// - The allow list (host names and ranges), set per registry, restricts. When it is not empty,
+///   a host must be one of the allowed names, or every address it resolves to must lie in an
+///   allowed range. An empty allow list lets every host through to the next check.
+/// - The deny list rejects addresses in denied ranges, unless the address also lies in an
+///   exempt range. Exempt ranges are set by the operator's administrator, for example to let a
+///   test reach its own server on `127.0.0.1/32` while the rest of `127.0.0.0/8` stays denied.
 ///
-/// When the allow list is empty, every address outside the denied ranges is allowed. When it
-/// is not, a host must either be one of the allowed host names or resolve only to addresses in
-/// allowed ranges.
+/// Allowed host names and ranges never pass the deny list, because the addresses behind a name
+/// can change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressPolicy {
     denied_ranges: Vec<IpNet>,
+    exempt_ranges: Vec<IpNet>,
     allowed_ranges: Vec<IpNet>,
     allowed_hosts: Vec<String>,
 }
@@ -46,7 +48,7 @@ pub struct AddressPolicy {
 /// Reason why [`AddressPolicy::check`] rejected a destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
-    /// The address lies in a denied range and in no allowed range.
+    /// The address lies in a denied range and in no exempt range.
     DeniedRange { address: IpAddr, range: IpNet },
     /// The allow list is set, and neither the host name nor the address is on it.
     NotAllowed { address: IpAddr },
@@ -62,8 +64,8 @@ impl fmt::Display for Denial {
             ),
             Self::NotAllowed { address } => write!(
                 f,
-                "{address}, and neither this address nor the host name is on the allow list. \
-                 Ask the operator's administrator to allow the host"
+                "{address}, and neither this address nor the host name is in the registry's \
+                 spec.sources.allowedHosts. Add the host there or use an allowed host"
             ),
         }
     }
@@ -77,6 +79,7 @@ impl AddressPolicy {
         denied_ranges.extend(cluster_ranges);
         Self {
             denied_ranges,
+            exempt_ranges: Vec::new(),
             allowed_ranges: Vec::new(),
             allowed_hosts: Vec::new(),
         }
@@ -88,8 +91,13 @@ impl AddressPolicy {
         self
     }
 
-    /// Adds a range to the allow list. Addresses in it are allowed even when a denied range
-    /// contains them.
+    /// Adds an exempt range: its addresses pass the deny list.
+    pub fn exempt_range(mut self, range: IpNet) -> Self {
+        self.exempt_ranges.push(range);
+        self
+    }
+
+    /// Adds a range to the allow list. Its addresses are still checked against the deny list.
     pub fn allow_range(mut self, range: IpNet) -> Self {
         self.allowed_ranges.push(range);
         self
@@ -102,19 +110,30 @@ impl AddressPolicy {
         self
     }
 
+    /// Adds an allow list entry that is either a CIDR range, an IP address or a host name.
+    pub fn allow(self, entry: &str) -> Self {
+        if let Ok(range) = entry.parse::<IpNet>() {
+            self.allow_range(range)
+        } else if let Ok(address) = entry.parse::<IpAddr>() {
+            self.allow_range(IpNet::from(canonical(address)))
+        } else {
+            self.allow_host(entry)
+        }
+    }
+
     /// Checks one resolved address of `host`.
     pub fn check(&self, host: &str, address: IpAddr) -> Result<(), Denial> {
         let address = canonical(address);
-        if self.in_allowed_range(address) {
+        if !self.is_allowed(host, address) {
+            return Err(Denial::NotAllowed { address });
+        }
+        if self.in_range(&self.exempt_ranges, address) {
             return Ok(());
         }
-        if let Some(range) = self.denied_range_of(address) {
-            return Err(Denial::DeniedRange { address, range });
+        match self.denied_range_of(address) {
+            Some(range) => Err(Denial::DeniedRange { address, range }),
+            None => Ok(()),
         }
-        if self.allow_list_is_empty() || self.allowed_hosts.contains(&normalize_host(host)) {
-            return Ok(());
-        }
-        Err(Denial::NotAllowed { address })
     }
 
     /// Checks every resolved address of `host`, and returns the first denial. One denied
@@ -129,10 +148,14 @@ impl AddressPolicy {
             .try_for_each(|address| self.check(host, address))
     }
 
-    fn in_allowed_range(&self, address: IpAddr) -> bool {
-        self.allowed_ranges
-            .iter()
-            .any(|range| range.contains(&address))
+    fn is_allowed(&self, host: &str, address: IpAddr) -> bool {
+        (self.allowed_ranges.is_empty() && self.allowed_hosts.is_empty())
+            || self.allowed_hosts.contains(&normalize_host(host))
+            || self.in_range(&self.allowed_ranges, address)
+    }
+
+    fn in_range(&self, ranges: &[IpNet], address: IpAddr) -> bool {
+        ranges.iter().any(|range| range.contains(&address))
     }
 
     fn denied_range_of(&self, address: IpAddr) -> Option<IpNet> {
@@ -140,10 +163,6 @@ impl AddressPolicy {
             .iter()
             .find(|range| range.contains(&address))
             .copied()
-    }
-
-    fn allow_list_is_empty(&self) -> bool {
-        self.allowed_ranges.is_empty() && self.allowed_hosts.is_empty()
     }
 }
 
@@ -245,9 +264,9 @@ mod tests {
     }
 
     #[test]
-    fn allowed_range_punches_through_deny_list() {
+    fn exempt_range_punches_through_deny_list() {
         let policy = AddressPolicy::default()
-            .allow_range(net("127.0.0.1/32"))
+            .exempt_range(net("127.0.0.1/32"))
             .deny_range(net("127.0.0.2/32"));
         assert_eq!(policy.check("localhost", ip("127.0.0.1")), Ok(()));
         assert!(policy.check("localhost", ip("127.0.0.2")).is_err());
@@ -274,6 +293,38 @@ mod tests {
                 address: ip("203.0.113.7")
             })
         );
+    }
+
+    #[test]
+    fn allowed_range_does_not_override_deny_list() {
+        let policy = AddressPolicy::default().allow("127.0.0.0/8");
+        assert!(policy.check("localhost", ip("127.0.0.1")).is_err());
+    }
+
+    #[test]
+    fn allow_list_applies_before_exemption() {
+        let policy = AddressPolicy::default()
+            .exempt_range(net("127.0.0.1/32"))
+            .allow("artifacts.internal");
+        assert_eq!(
+            policy.check("127.0.0.1", ip("127.0.0.1")),
+            Err(Denial::NotAllowed {
+                address: ip("127.0.0.1")
+            })
+        );
+        assert_eq!(policy.check("artifacts.internal", ip("127.0.0.1")), Ok(()));
+    }
+
+    #[test]
+    fn allow_entry_parses_address_range_or_host() {
+        let policy = AddressPolicy::default()
+            .allow("203.0.113.0/24")
+            .allow("198.51.100.7")
+            .allow("Repo.Example.com");
+        assert_eq!(policy.check("a", ip("203.0.113.9")), Ok(()));
+        assert_eq!(policy.check("b", ip("198.51.100.7")), Ok(()));
+        assert_eq!(policy.check("repo.example.com", ip("192.0.2.1")), Ok(()));
+        assert!(policy.check("c", ip("192.0.2.1")).is_err());
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub struct RegistryRef {
 /// Origin of the JAR. Exactly one field is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.url), has(self.configMapKeyRef), has(self.secretKeyRef), has(self.upload)].filter(x, x).size() == 1").message("set exactly one of url, configMapKeyRef, secretKeyRef or upload"))]
+#[x_kube(validation = Rule::new("[has(self.url), has(self.configMapKeyRef), has(self.secretKeyRef), has(self.upload), has(self.existing)].filter(x, x).size() == 1").message("set exactly one of url, configMapKeyRef, secretKeyRef, upload or existing"))]
 pub struct ArtifactSource {
     /// Download the JAR over HTTP or HTTPS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,6 +106,10 @@ pub struct ArtifactSource {
     /// (`PUT /v1/uploads/{namespace}/{name}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadSource>,
+    /// Adopt the JAR that is already in the registry at `{tenantId}/{appId}:v{version}`, for
+    /// example after a migration. The operator never pushes for this source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing: Option<ExistingSource>,
 }
 
 /// An HTTP or HTTPS download.
@@ -152,6 +156,17 @@ pub struct LocalObjectReference {
 /// Marker for JARs that arrive through the upload API; it has no settings.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct UploadSource {}
+
+/// A JAR already stored in the registry.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExistingSource {
+    /// Expected sha256 of the stored JAR as 64 lowercase hex digits. A mismatch stalls the
+    /// AppArtifact and leaves the registry unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
+    pub sha256: Option<String>,
+}
 
 /// Fate of the registry tag when the AppArtifact is deleted.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -46,6 +46,9 @@ pub struct ArtifactRegistrySpec {
     /// Expose the registry outside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<RegistryIngress>,
+    /// Limits on the JARs that AppArtifacts fetch into this registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<SourcePolicy>,
     /// Namespaces that may push artifacts into this registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenancy: Option<Tenancy>,
@@ -334,6 +337,22 @@ pub struct MiddlewareRef {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+}
+
+/// Limits on the JARs that AppArtifacts fetch into a registry.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SourcePolicy {
+    /// Maximum size of one JAR, for example `512Mi` (the default). The limit is enforced while
+    /// the JAR streams, so a larger source is cut off and nothing is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_artifact_size: Option<Quantity>,
+    /// Host names or CIDR ranges that URL sources may download from. Empty allows every host
+    /// outside the operator's denied address ranges; a non-empty list allows only these, and
+    /// never a denied address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Namespaces that may push into the registry.
