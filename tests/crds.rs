@@ -105,7 +105,7 @@ async fn app_artifact_validation_by_apiserver() {
                 "url": { "url": "https://127.0.0.1:9/a.jar" },
                 "configMapKeyRef": { "name": "jar", "key": "app.jar" }
             } }),
-            "set exactly one of url, configMapKeyRef, secretKeyRef or upload",
+            "set exactly one of url, configMapKeyRef, secretKeyRef, upload or existing",
         ),
         (
             "no-source",
