@@ -1,6 +1,12 @@
-//! Logging set-up: text or JSON lines through `tracing`, filtered by `RUST_LOG`.
+//! Logging set-up (text or JSON lines through `tracing`, filtered by `RUST_LOG`) and the
+//! operator's Prometheus metrics.
 
 use clap::ValueEnum;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family},
+    registry::{Registry, Unit},
+};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Output format of log lines.
@@ -33,5 +39,107 @@ pub fn init(format: LogFormat) {
                     .with_writer(std::io::stderr),
             )
             .init(),
+    }
+}
+
+// === Metrics ===
+
+/// Labels of the reconcile counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `registry` or `artifact`.
+    pub controller: &'static str,
+    /// `ready`, `progressing`, `stalled` or `error`.
+    pub result: &'static str,
+}
+
+/// Labels of the push counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    /// `pushed`, `adopted`, `conflict` or `failed`.
+    pub result: &'static str,
+}
+
+/// Labels of the error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    /// Short, stable name of the failure, such as `http_4xx` or `registry_unreachable`.
+    pub kind: &'static str,
+}
+
+/// Prometheus metrics of the operator, served in the text exposition format.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    pushes: Family<PushLabels, Counter>,
+    pushed_bytes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("artifact_operator");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Finished reconciles by controller and result",
+            reconciles.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failures found by reconciles, by controller and kind",
+            errors.clone(),
+        );
+        let pushes = Family::<PushLabels, Counter>::default();
+        registry.register(
+            "artifact_pushes",
+            "AppArtifact pushes by result",
+            pushes.clone(),
+        );
+        let pushed_bytes = Counter::default();
+        registry.register_with_unit(
+            "artifact_pushed",
+            "Bytes of JARs pushed into registries",
+            Unit::Bytes,
+            pushed_bytes.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            pushes,
+            pushed_bytes,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one finished reconcile.
+    pub fn record_reconcile(&self, controller: &'static str, result: &'static str) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels { controller, result })
+            .inc();
+    }
+
+    /// Counts one failure of a reconcile.
+    pub fn record_error(&self, controller: &'static str, kind: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabels { controller, kind })
+            .inc();
+    }
+
+    /// Counts one push attempt, and its bytes when it uploaded content.
+    pub fn record_push(&self, result: &'static str, bytes: u64) {
+        self.pushes.get_or_create(&PushLabels { result }).inc();
+        self.pushed_bytes.inc_by(bytes);
+    }
+
+    /// Returns every metric in the Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
     }
 }
