@@ -15,6 +15,12 @@ use k8s_openapi::{
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+/// Abnormal-true condition of objects that read content from a source: present only while the
+/// last read failed.
+pub const FETCH_FAILED: &str = "FetchFailed";
+
+/// Conditions that appear only while true.
+const ABNORMAL_TRUE: [&str; 3] = [RECONCILING, STALLED, FETCH_FAILED];
 
 /// A condition as a reconciler wants it, before timestamps and generations are filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +58,26 @@ pub enum Outcome {
     Stalled { reason: String, message: String },
 }
 
+impl Outcome {
+    /// Returns the reason of the `Ready` condition this outcome produces.
+    pub fn reason(&self) -> &str {
+        match self {
+            Outcome::Ready { reason, .. }
+            | Outcome::Progressing { reason, .. }
+            | Outcome::Stalled { reason, .. } => reason,
+        }
+    }
+
+    /// Returns the message of the `Ready` condition this outcome produces.
+    pub fn message(&self) -> &str {
+        match self {
+            Outcome::Ready { message, .. }
+            | Outcome::Progressing { message, .. }
+            | Outcome::Stalled { message, .. } => message,
+        }
+    }
+}
+
 /// Turns an outcome plus resource-specific conditions into the full desired list.
 pub fn summarize(outcome: &Outcome, mut extra: Vec<Desired>) -> Vec<Desired> {
     let mut desired = match outcome {
@@ -71,8 +97,9 @@ pub fn summarize(outcome: &Outcome, mut extra: Vec<Desired>) -> Vec<Desired> {
 
 /// Merges desired conditions into the existing ones.
 ///
-/// `Reconciling` and `Stalled` are dropped unless desired true. A condition keeps its
-/// `lastTransitionTime` while its status stays the same; everything else comes from `desired`.
+/// `Reconciling`, `Stalled` and `FetchFailed` are dropped unless desired true. A condition keeps
+/// its `lastTransitionTime` while its status stays the same; everything else comes from
+/// `desired`.
 /// Conditions of other types that the reconciler does not manage are kept as they are.
 pub fn merge(
     existing: &[Condition],
@@ -83,6 +110,7 @@ pub fn merge(
     let managed = |type_: &str| {
         type_ == RECONCILING || type_ == STALLED || desired.iter().any(|d| d.type_ == type_)
     };
+    let abnormal_true = |type_: &str| ABNORMAL_TRUE.contains(&type_);
     let mut merged: Vec<Condition> = existing
         .iter()
         .filter(|condition| !managed(&condition.type_))
@@ -90,7 +118,7 @@ pub fn merge(
         .collect();
 
     for target in desired {
-        if (target.type_ == RECONCILING || target.type_ == STALLED) && !target.status {
+        if abnormal_true(target.type_) && !target.status {
             continue;
         }
         let status = if target.status { "True" } else { "False" };

@@ -3,13 +3,12 @@
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{Api, ResourceExt};
-use tracing::warn;
 
 use super::controller::{Context, Error, Observation};
 use crate::{
     conditions::Outcome,
     crd::{ArtifactRegistry, ExternalRegistry},
-    oci::{Credentials, OciError, RegistryClient, RegistryConfig, TlsRoots},
+    oci::{Credentials, OciError},
 };
 
 /// Keys of the credentials Secret of an external registry.
@@ -47,7 +46,7 @@ pub async fn reconcile(
         }
     };
 
-    let client = match client_for(external, credentials) {
+    let client = match super::access::external_client(external, credentials) {
         Ok(client) => client,
         Err(error) => {
             let outcome = stalled("InvalidRegistryConfig", error.to_string());
@@ -105,21 +104,6 @@ pub fn credentials_from_secret(
         username: read(USERNAME_KEY)?,
         password: read(PASSWORD_KEY)?,
     })
-}
-
-fn client_for(
-    external: &ExternalRegistry,
-    credentials: Credentials,
-) -> Result<RegistryClient, OciError> {
-    let mut config = RegistryConfig::new(&external.url)?.with_credentials(credentials);
-    if let Some(bundle) = &external.ca_bundle {
-        config = config.with_tls_roots(TlsRoots::Only(bundle.clone().into_bytes()));
-    }
-    if external.insecure_skip_tls_verify {
-        warn!(url = %external.url, "TLS verification is off for this registry (spec.external.insecureSkipTlsVerify)");
-        config = config.with_tls_roots(TlsRoots::AcceptInvalid);
-    }
-    RegistryClient::new(config)
 }
 
 /// Maps the result of the `/v2/` check to an outcome: transient failures keep the registry
