@@ -17,7 +17,7 @@
 mod error;
 mod filesystem;
 mod immutable;
-mod locks;
+pub mod locks;
 mod oci;
 
 use std::pin::Pin;

@@ -37,10 +37,13 @@ pub struct OciArtifactStore {
 
 impl OciArtifactStore {
     pub fn new(client: RegistryClient) -> Self {
-        Self {
-            client,
-            locks: Arc::default(),
-        }
+        Self::with_locks(client, Arc::default())
+    }
+
+    /// Creates a store that shares its version locks with other stores, so that puts of one
+    /// version through short-lived stores (one per reconcile) still run one after the other.
+    pub fn with_locks(client: RegistryClient, locks: Arc<VersionLocks>) -> Self {
+        Self { client, locks }
     }
 
     pub fn client(&self) -> &RegistryClient {
