@@ -1,12 +1,20 @@
 //! Command-line interface of the `artifact-operator` binary.
 
-use std::{path::Path, sync::Arc};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::{Result, cluster, crd, registry::controller, telemetry::LogFormat};
+use ipnet::IpNet;
+
+use crate::{
+    Result,
+    artifact::{address_policy::AddressPolicy, controller as artifact_controller},
+    cluster, crd,
+    registry::controller,
+    telemetry::{LogFormat, Metrics},
+};
 
 /// Stores application JARs in an OCI registry and injects pre-signed fetch URLs into pods.
 #[derive(Debug, Parser)]
@@ -35,7 +43,7 @@ pub enum Command {
 }
 
 /// Time that in-flight reconciles get to finish after a shutdown signal.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Options of `artifact-operator run`.
 #[derive(Debug, clap::Args)]
@@ -51,6 +59,56 @@ pub struct RunArgs {
     /// Watch only this namespace instead of the whole cluster.
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+
+    /// Address range (CIDR) that URL sources must not reach, in addition to loopback,
+    /// link-local and the cluster's discovered Service and pod ranges. Repeatable.
+    #[arg(
+        long = "source-deny-cidr",
+        value_name = "CIDR",
+        env = "SOURCE_DENY_CIDRS",
+        value_delimiter = ','
+    )]
+    pub source_deny_cidrs: Vec<IpNet>,
+
+    /// Address range (CIDR) that URL sources may reach even when a denied range contains it,
+    /// for example an artifact server inside the cluster. Repeatable.
+    #[arg(
+        long = "source-exempt-cidr",
+        value_name = "CIDR",
+        env = "SOURCE_EXEMPT_CIDRS",
+        value_delimiter = ','
+    )]
+    pub source_exempt_cidrs: Vec<IpNet>,
+
+    /// Interval between checks that a Ready AppArtifact is still in its registry, for example
+    /// `10m` or `1h`.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub artifact_verify_interval: Duration,
+}
+
+/// Parses a duration such as `90s`, `10m` or `1h 30m`.
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let duration: jiff::SignedDuration = text
+        .parse()
+        .map_err(|error| format!("invalid duration {text:?} ({error}); use a value such as 10m"))?;
+    Duration::try_from(duration)
+        .ok()
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("invalid duration {text:?}: it must be positive"))
+}
+
+impl RunArgs {
+    /// Builds the address policy of URL sources from the flags and the cluster's ranges.
+    pub fn address_policy(&self, cluster_ranges: Vec<IpNet>) -> AddressPolicy {
+        let policy = AddressPolicy::new(cluster_ranges);
+        let policy = self
+            .source_deny_cidrs
+            .iter()
+            .fold(policy, |policy, range| policy.deny_range(*range));
+        self.source_exempt_cidrs
+            .iter()
+            .fold(policy, |policy, range| policy.exempt_range(*range))
+    }
 }
 
 /// Text printed by `artifact-operator version`.
@@ -84,17 +142,37 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let cluster = cluster::connect().await?;
     cluster::log_server_version(&cluster).await?;
 
-    let settings = controller::Settings {
+    let metrics = Arc::new(Metrics::default());
+    let cluster_ranges = cluster::discover_address_ranges(&cluster.client).await;
+    let mut artifact_settings = artifact_controller::Settings::new(
+        args.watch_namespace.clone(),
+        args.address_policy(cluster_ranges),
+    );
+    artifact_settings.verify_interval = args.artifact_verify_interval;
+    let registry_settings = controller::Settings {
         operator_namespace: args.operator_namespace,
         traefik_namespace: args.traefik_namespace,
         watch_namespace: args.watch_namespace,
     };
-    let context = Arc::new(controller::Context::new(cluster.client.clone(), settings));
+
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let registries = tokio::spawn(controller::run(context, async move {
-        let mut stopped = stopped;
-        let _ = stopped.wait_for(|stop| *stop).await;
-    }));
+    let stop_signal = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let registry_context = Arc::new(controller::Context::new(
+        cluster.client.clone(),
+        registry_settings,
+    ));
+    let artifact_context = Arc::new(artifact_controller::Context::new(
+        cluster.client.clone(),
+        artifact_settings,
+        metrics,
+    ));
+    let registries = tokio::spawn(controller::run(registry_context, stop_signal()));
+    let artifacts = tokio::spawn(artifact_controller::run(artifact_context, stop_signal()));
     info!("Operator started");
 
     shutdown_signal().await;
@@ -103,10 +181,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // reflector store is ready. A shutdown that arrives before the first list completes stops
     // the watch, so the store never becomes ready and the graceful shutdown never ends. The
     // wait is therefore bounded; the cli_run test shuts down that early on purpose.
-    match tokio::time::timeout(SHUTDOWN_GRACE, registries).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => warn!(%error, "The registry controller task failed"),
-        Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "The registry controller did not stop in time"),
+    let both = async { tokio::join!(registries, artifacts) };
+    match tokio::time::timeout(SHUTDOWN_GRACE, both).await {
+        Ok((registries, artifacts)) => {
+            for (name, result) in [("registry", registries), ("AppArtifact", artifacts)] {
+                if let Err(error) = result {
+                    warn!(%error, controller = name, "A controller task failed");
+                }
+            }
+        }
+        Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "The controllers did not stop in time"),
     }
     info!("Operator stopped");
     Ok(())

@@ -81,6 +81,59 @@ pub async fn log_server_version(cluster: &Cluster) -> Result<Info> {
     Ok(info)
 }
 
+/// Discovers the cluster's own address ranges, which URL sources must not reach: the Service
+/// ranges from the `networking.k8s.io/v1` ServiceCIDR objects (GA since Kubernetes 1.33) and
+/// the pod ranges from `spec.podCIDRs` of the nodes.
+///
+/// A range that cannot be listed (for example without RBAC permission) is logged and skipped;
+/// the administrator then lists it with `--source-deny-cidr`.
+pub async fn discover_address_ranges(client: &Client) -> Vec<ipnet::IpNet> {
+    use k8s_openapi::api::{core::v1::Node, networking::v1::ServiceCIDR};
+    use kube::{Api, api::ListParams};
+
+    let mut texts: Vec<String> = Vec::new();
+    match Api::<ServiceCIDR>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => texts.extend(
+            list.items
+                .into_iter()
+                .flat_map(|cidr| cidr.spec.and_then(|spec| spec.cidrs).unwrap_or_default()),
+        ),
+        Err(error) => {
+            warn!(%error, "Failed to list ServiceCIDRs; pass the Service range with --source-deny-cidr")
+        }
+    }
+    match Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => texts.extend(list.items.into_iter().flat_map(|node| {
+            node.spec
+                .and_then(|spec| spec.pod_cidrs)
+                .unwrap_or_default()
+        })),
+        Err(error) => {
+            warn!(%error, "Failed to list Nodes; pass the pod ranges with --source-deny-cidr")
+        }
+    }
+    let mut ranges: Vec<ipnet::IpNet> = texts
+        .iter()
+        .filter_map(|text| match text.parse() {
+            Ok(range) => Some(range),
+            Err(_) => {
+                warn!(range = %text, "Ignoring an address range that does not parse");
+                None
+            }
+        })
+        .collect();
+    ranges.sort();
+    ranges.dedup();
+    info!(ranges = ?ranges, "Discovered the cluster's address ranges");
+    ranges
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

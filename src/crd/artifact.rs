@@ -207,6 +207,7 @@ pub struct StoredArtifact {
     pub size: i64,
     /// Media type of the JAR layer.
     pub media_type: String,
-    /// When the artifact was last pushed or verified in the registry.
+    /// When the operator last pushed or adopted the artifact. Periodic checks that find it
+    /// unchanged leave this time as it is.
     pub last_update_time: Time,
 }
