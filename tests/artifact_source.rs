@@ -5,12 +5,13 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
 };
+
+mod support;
 
 use artifact_operator::{
     artifact::{
@@ -31,38 +32,8 @@ const BASIC_USER: &str = "reader";
 const BASIC_PASSWORD: &str = "s3cret pass";
 const BEARER_TOKEN: &str = "Bearer test-token-123";
 
-/// Path of the cached Camel JAR, with the same cache rules as `tests/env/lib.sh`.
-fn camel_jar_path() -> PathBuf {
-    let cache = std::env::var_os("ARTIFACT_OPERATOR_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(|dir| PathBuf::from(dir).join("artifact-operator"))
-        })
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            PathBuf::from(home).join(".cache/artifact-operator")
-        });
-    cache.join(format!("jars/camel-core-engine-{}.jar", camel_version()))
-}
-
-fn camel_version() -> &'static str {
-    include_str!("env/versions.env")
-        .lines()
-        .find_map(|line| line.strip_prefix("CAMEL_VERSION="))
-        .expect("tests/env/versions.env has no CAMEL_VERSION")
-        .trim()
-}
-
 fn camel_jar() -> Arc<Vec<u8>> {
-    let path = camel_jar_path();
-    let jar = std::fs::read(&path).unwrap_or_else(|error| {
-        panic!(
-            "cannot read {}: {error}. Run `bash tests/env/fetch-jars.sh` to download it",
-            path.display()
-        )
-    });
-    Arc::new(jar)
+    Arc::new(support::camel_jar())
 }
 
 /// A minimal HTTP/1.1 server: one request per connection, routes fixed by path.

@@ -157,3 +157,65 @@ pub async fn install_crds(client: &kube::Client) {
             .unwrap();
     }
 }
+
+/// Creates a namespace named `{prefix}-...` with `labels`, unique to this call, and returns its
+/// name.
+pub async fn create_labeled_namespace(
+    client: &kube::Client,
+    prefix: &str,
+    labels: &[(&str, &str)],
+) -> String {
+    use k8s_openapi::api::core::v1::Namespace;
+
+    let name = unique_name(prefix);
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), serde_json::Value::from(*value)))
+        .collect();
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "labels": labels }
+    }))
+    .unwrap();
+    kube::Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &namespace)
+        .await
+        .expect("creating a namespace must succeed");
+    name
+}
+
+/// Path of the cached Apache Camel JAR that `tests/env/fetch-jars.sh` downloads, with the cache
+/// rules of `tests/env/lib.sh`. Its sha256 as `sha256sum` printed it is in the same path plus
+/// `.sha256`.
+pub fn camel_jar_path() -> PathBuf {
+    let cache = std::env::var_os("ARTIFACT_OPERATOR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(|dir| PathBuf::from(dir).join("artifact-operator"))
+        })
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is not set");
+            PathBuf::from(home).join(".cache/artifact-operator")
+        });
+    cache.join(format!("jars/camel-core-engine-{}.jar", camel_version()))
+}
+
+/// Camel version pinned in `tests/env/versions.env`.
+pub fn camel_version() -> &'static str {
+    include_str!("../env/versions.env")
+        .lines()
+        .find_map(|line| line.strip_prefix("CAMEL_VERSION="))
+        .expect("tests/env/versions.env has no CAMEL_VERSION")
+        .trim()
+}
+
+/// Reads the cached Camel JAR, or panics with the command that downloads it.
+pub fn camel_jar() -> Vec<u8> {
+    let path = camel_jar_path();
+    std::fs::read(&path).unwrap_or_else(|error| {
+        panic!(
+            "cannot read {}: {error}. Run `bash tests/env/fetch-jars.sh` to download it",
+            path.display()
+        )
+    })
+}
