@@ -847,6 +847,37 @@ async fn registry_outage_recovers_without_spec_change() {
 }
 
 #[tokio::test]
+async fn source_outage_retries_until_served() {
+    let harness = Harness::start().await;
+    harness.create_distribution_registry(json!({})).await;
+    let url = harness.server.fail("/app.jar", "503 Service Unavailable");
+    harness
+        .create_artifact("flaky", "flaky", "1.0", url_source(&url))
+        .await;
+
+    let waiting = harness
+        .wait_for("flaky", "Reconciling=True with SourceUnavailable", |a| {
+            has_condition(a, "Reconciling", "True")
+                && condition(a, "Ready").is_some_and(|c| c.reason == "SourceUnavailable")
+        })
+        .await;
+    assert!(condition(&waiting, "Stalled").is_none());
+    assert_eq!(condition(&waiting, "FetchFailed").unwrap().status, "True");
+    assert!(
+        condition(&waiting, "FetchFailed")
+            .unwrap()
+            .message
+            .contains("503")
+    );
+
+    // Backoff retries reach the source again without a spec change.
+    harness.server.put("/app.jar", small_jar("served at last"));
+    let ready = harness.wait_ready("flaky").await;
+    assert!(condition(&ready, "FetchFailed").is_none());
+    assert!(harness.server.request_count("/app.jar") >= 2);
+}
+
+#[tokio::test]
 async fn vanished_artifact_pushed_again() {
     let harness = Harness::start().await;
     harness.create_distribution_registry(json!({})).await;

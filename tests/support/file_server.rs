@@ -16,6 +16,8 @@ use tokio::{
 
 #[derive(Clone)]
 struct File {
+    /// Status line such as `200 OK`.
+    status: &'static str,
     body: Arc<Vec<u8>>,
     authorization: Option<String>,
 }
@@ -58,8 +60,20 @@ impl FileServer {
         self.insert(path, body, Some(authorization.to_owned()))
     }
 
+    /// Answers requests for `path` with an error status such as `503 Service Unavailable`.
+    pub fn fail(&self, path: &str, status: &'static str) -> String {
+        let file = File {
+            status,
+            body: Arc::new(b"failure set by the test".to_vec()),
+            authorization: None,
+        };
+        self.files.lock().unwrap().insert(path.to_owned(), file);
+        self.url(path)
+    }
+
     fn insert(&self, path: &str, body: Vec<u8>, authorization: Option<String>) -> String {
         let file = File {
+            status: "200 OK",
             body: Arc::new(body),
             authorization,
         };
@@ -98,7 +112,7 @@ async fn serve(mut stream: TcpStream, files: Files, requests: Arc<Mutex<HashMap<
         Some(file) if file.authorization.is_some() && file.authorization != authorization => {
             respond(&mut stream, "401 Unauthorized", b"").await
         }
-        Some(file) => respond(&mut stream, "200 OK", &file.body).await,
+        Some(file) => respond(&mut stream, file.status, &file.body).await,
     };
 }
 
