@@ -75,6 +75,56 @@ impl std::fmt::Debug for BlobStream {
     }
 }
 
+/// A part of a blob, cut to the requested range. It yields [`OciError::InvalidResponse`] as
+/// its last item when the registry sends fewer bytes than the range contains.
+pub struct BlobRangeStream {
+    inner: Pin<Box<dyn Stream<Item = Result<Bytes, OciError>> + Send>>,
+    /// Bytes still to drop from the front, when the registry sent the whole blob.
+    skip: u64,
+    /// Bytes of the range not yet yielded.
+    remaining: u64,
+    object: RegistryObject,
+}
+
+impl Stream for BlobRangeStream {
+    type Item = Result<Bytes, OciError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        while self.remaining > 0 {
+            let Some(item) = std::task::ready!(self.inner.as_mut().poll_next(cx)) else {
+                let error = OciError::InvalidResponse {
+                    object: Box::new(self.object.clone()),
+                    method: Method::GET,
+                    reason: format!(
+                        "the blob ended {} bytes before the end of the requested range",
+                        self.remaining
+                    ),
+                };
+                self.remaining = 0;
+                return Poll::Ready(Some(Err(error)));
+            };
+            let mut chunk = match item {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    self.remaining = 0;
+                    return Poll::Ready(Some(Err(error)));
+                }
+            };
+            let dropped = self.skip.min(chunk.len() as u64);
+            self.skip -= dropped;
+            let _ = chunk.split_to(dropped as usize);
+            if chunk.is_empty() {
+                continue;
+            }
+            let kept = self.remaining.min(chunk.len() as u64);
+            chunk.truncate(kept as usize);
+            self.remaining -= kept;
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        Poll::Ready(None)
+    }
+}
+
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
 impl RegistryClient {
@@ -258,6 +308,67 @@ impl RegistryClient {
         )
         .await?;
         Ok(content)
+    }
+
+    /// Reads the bytes `start..=end` of a blob whose full content is `content`.
+    ///
+    /// The registry is asked for the range; a registry that ignores `Range` and sends the whole
+    /// blob is handled by skipping and cutting its body. A part of a blob cannot be checked
+    /// against the blob's digest, so only its length is checked.
+    ///
+    /// # Errors
+    ///
+    /// [`OciError::NotFound`] when the blob is missing, and [`OciError::InvalidResponse`] as the
+    /// stream's last item when fewer bytes than requested arrive.
+    #[instrument(skip(self), fields(registry = %self.registry(), digest = %content.digest))]
+    pub async fn pull_blob_range(
+        &self,
+        repository: &str,
+        content: ContentSummary,
+        start: u64,
+        end: u64,
+    ) -> Result<BlobRangeStream, OciError> {
+        assert!(
+            start <= end && end < content.size,
+            "the caller checks the range"
+        );
+        let object = self.object(repository, &content.digest.to_string());
+        let range = HeaderValue::from_str(&format!("bytes={start}-{end}"))
+            .expect("a byte range is a valid header value");
+        let response = self
+            .send(RegistryRequest {
+                method: Method::GET,
+                url: self.v2_url(&format!("{repository}/blobs/{}", content.digest)),
+                object: &object,
+                access: Access::Pull,
+                headers: HeaderMap::from_iter([(header::RANGE, range)]),
+                body: RequestBody::Empty,
+            })
+            .await?;
+        let skip = match response.status() {
+            StatusCode::PARTIAL_CONTENT => 0,
+            StatusCode::OK => start,
+            _ => {
+                return Err(self
+                    .error_for_response(response, &object, Method::GET, "blob")
+                    .await);
+            }
+        };
+        let length = end - start + 1;
+        let transfer_object = object.clone();
+        let bytes = response
+            .bytes_stream()
+            .map_err(move |source| OciError::Transport {
+                object: Box::new(transfer_object.clone()),
+                method: Method::GET,
+                source,
+            });
+        Ok(BlobRangeStream {
+            inner: Box::pin(bytes),
+            skip,
+            remaining: length,
+            object,
+        })
     }
 
     /// Starts streaming a blob, verifying its digest and size on the way.

@@ -50,7 +50,7 @@ pub mod retry;
 pub mod streaming;
 
 pub use auth::Credentials;
-pub use blobs::{BlobPush, BlobStream};
+pub use blobs::{BlobPush, BlobRangeStream, BlobStream};
 pub use client::RegistryClient;
 pub use config::{RegistryConfig, TlsRoots};
 pub use coordinates::{ApplicationRef, ArtifactCoordinates, InvalidCoordinates, OciReference};

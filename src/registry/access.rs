@@ -1,5 +1,5 @@
 //! Access to an ArtifactRegistry for the other controllers: which namespaces it admits, and a
-//! registry client logged in with the operator's push account.
+//! registry client logged in with the operator's push account or the gateway's read account.
 //!
 //! Managed registries are reached at their in-cluster endpoint with the operator account from
 //! the credentials Secret that the registry controller generates. External registries are
@@ -15,7 +15,9 @@ use kube::{Api, Client, ResourceExt};
 use tracing::warn;
 
 use super::{
-    credentials::{OPERATOR_PASSWORD_KEY, OPERATOR_USERNAME_KEY},
+    credentials::{
+        GATEWAY_PASSWORD_KEY, GATEWAY_USERNAME_KEY, OPERATOR_PASSWORD_KEY, OPERATOR_USERNAME_KEY,
+    },
     external, resources,
 };
 use crate::{
@@ -54,10 +56,29 @@ impl AccessError {
     }
 }
 
+/// The account a registry client logs in with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account {
+    /// Pushes and deletes artifacts.
+    Operator,
+    /// Reads artifacts for the gateway. External registries have one account in their spec,
+    /// which serves both purposes.
+    Gateway,
+}
+
 /// Builds a client for `registry` that pushes and deletes with the operator's account.
 pub async fn operator_client(
     client: &Client,
     registry: &ArtifactRegistry,
+) -> Result<RegistryClient, AccessError> {
+    registry_client(client, registry, Account::Operator).await
+}
+
+/// Builds a client for `registry` that logs in with `account`.
+pub async fn registry_client(
+    client: &Client,
+    registry: &ArtifactRegistry,
+    account: Account,
 ) -> Result<RegistryClient, AccessError> {
     let namespace = registry.namespace().unwrap_or_default();
     let name = registry.name_any();
@@ -103,7 +124,7 @@ pub async fn operator_client(
             let secret_name = resources::secret_name(&name);
             let secret = read_secret(secret_name.clone()).await?;
             let credentials =
-                managed_operator_credentials(secret.as_ref(), &secret_name).map_err(|message| {
+                managed_credentials(secret.as_ref(), &secret_name, account).map_err(|message| {
                     AccessError::Credentials {
                         registry: key.clone(),
                         message,
@@ -136,11 +157,16 @@ pub fn external_client(
     RegistryClient::new(config)
 }
 
-/// Reads the operator account from the credentials Secret of a managed registry.
-fn managed_operator_credentials(
+/// Reads an account from the credentials Secret of a managed registry.
+fn managed_credentials(
     secret: Option<&Secret>,
     secret_name: &str,
+    account: Account,
 ) -> Result<Credentials, String> {
+    let (username_key, password_key) = match account {
+        Account::Operator => (OPERATOR_USERNAME_KEY, OPERATOR_PASSWORD_KEY),
+        Account::Gateway => (GATEWAY_USERNAME_KEY, GATEWAY_PASSWORD_KEY),
+    };
     let Some(secret) = secret else {
         return Err(format!(
             "credentials Secret {secret_name} does not exist yet; the registry controller \
@@ -159,8 +185,8 @@ fn managed_operator_credentials(
             })
     };
     Ok(Credentials::Basic {
-        username: read(OPERATOR_USERNAME_KEY)?,
-        password: read(OPERATOR_PASSWORD_KEY)?,
+        username: read(username_key)?,
+        password: read(password_key)?,
     })
 }
 
@@ -332,10 +358,15 @@ mod tests {
 
     #[test]
     fn missing_managed_secret_names_its_fix() {
-        let error = managed_operator_credentials(None, "main-zot-credentials").unwrap_err();
+        let error =
+            managed_credentials(None, "main-zot-credentials", Account::Operator).unwrap_err();
         assert!(error.contains("main-zot-credentials"), "{error}");
-        let error = managed_operator_credentials(Some(&Secret::default()), "main-zot-credentials")
+        let empty = Secret::default();
+        let error = managed_credentials(Some(&empty), "main-zot-credentials", Account::Operator)
             .unwrap_err();
         assert!(error.contains(OPERATOR_USERNAME_KEY), "{error}");
+        let error = managed_credentials(Some(&empty), "main-zot-credentials", Account::Gateway)
+            .unwrap_err();
+        assert!(error.contains(GATEWAY_USERNAME_KEY), "{error}");
     }
 }
