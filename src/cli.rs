@@ -9,9 +9,13 @@ use tracing::{info, warn};
 use ipnet::IpNet;
 
 use crate::{
-    Result,
+    Error, Result,
     artifact::{address_policy::AddressPolicy, controller as artifact_controller},
     cluster, crd,
+    gateway::{
+        keys::{self, KeySettings},
+        server,
+    },
     registry::controller,
     telemetry::{LogFormat, Metrics},
 };
@@ -80,6 +84,24 @@ pub struct RunArgs {
     )]
     pub source_exempt_cidrs: Vec<IpNet>,
 
+    /// Address of the gateway's HTTP listener, which serves pre-signed artifact URLs.
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        env = "GATEWAY_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub gateway_listen: std::net::SocketAddr,
+
+    /// Secret in the operator's namespace that keeps the URL signing keys. It is created when
+    /// missing.
+    #[arg(long, value_name = "NAME", default_value = crate::gateway::keys::DEFAULT_SECRET_NAME)]
+    pub signing_key_secret: String,
+
+    /// Age at which the active URL signing key is replaced, for example `30d` or `720h`.
+    #[arg(long, value_name = "DURATION", default_value = "720h", value_parser = parse_duration)]
+    pub signing_key_rotation: Duration,
+
     /// Interval between checks that a Ready AppArtifact is still in its registry, for example
     /// `10m` or `1h`.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
@@ -136,23 +158,27 @@ pub fn crds(output_dir: Option<&Path>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Connects to the cluster, logs the API server version and runs the controllers until a
-/// shutdown signal arrives.
+/// Connects to the cluster, logs the API server version and runs the controllers and the
+/// gateway until a shutdown signal arrives.
 pub async fn run(args: RunArgs) -> Result<()> {
     let cluster = cluster::connect().await?;
     cluster::log_server_version(&cluster).await?;
+    let client = cluster.client.clone();
 
     let metrics = Arc::new(Metrics::default());
-    let cluster_ranges = cluster::discover_address_ranges(&cluster.client).await;
+    let cluster_ranges = cluster::discover_address_ranges(&client).await;
     let mut artifact_settings = artifact_controller::Settings::new(
         args.watch_namespace.clone(),
         args.address_policy(cluster_ranges),
     );
     artifact_settings.verify_interval = args.artifact_verify_interval;
+    let mut key_settings = KeySettings::new(args.operator_namespace.clone());
+    key_settings.secret_name = args.signing_key_secret.clone();
+    key_settings.rotation_interval = args.signing_key_rotation;
     let registry_settings = controller::Settings {
         operator_namespace: args.operator_namespace,
         traefik_namespace: args.traefik_namespace,
-        watch_namespace: args.watch_namespace,
+        watch_namespace: args.watch_namespace.clone(),
     };
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -162,12 +188,38 @@ pub async fn run(args: RunArgs) -> Result<()> {
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
-    let registry_context = Arc::new(controller::Context::new(
-        cluster.client.clone(),
-        registry_settings,
+
+    let keys = keys::start(client.clone(), key_settings, stop_signal()).await?;
+    let listener = tokio::net::TcpListener::bind(args.gateway_listen)
+        .await
+        .map_err(|source| Error::GatewayListen {
+            address: args.gateway_listen,
+            source,
+        })?;
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, "Gateway listening");
+    }
+    let artifacts_cache = server::artifact_cache(
+        client.clone(),
+        args.watch_namespace.as_deref(),
+        stop_signal(),
+    )
+    .await;
+    let gateway_state = Arc::new(server::GatewayState {
+        client: client.clone(),
+        artifacts: artifacts_cache,
+        keys,
+        metrics: metrics.clone(),
+    });
+    let gateway = tokio::spawn(server::serve(
+        listener,
+        server::router(gateway_state),
+        stop_signal(),
     ));
+
+    let registry_context = Arc::new(controller::Context::new(client.clone(), registry_settings));
     let artifact_context = Arc::new(artifact_controller::Context::new(
-        cluster.client.clone(),
+        client,
         artifact_settings,
         metrics,
     ));
@@ -181,16 +233,21 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // reflector store is ready. A shutdown that arrives before the first list completes stops
     // the watch, so the store never becomes ready and the graceful shutdown never ends. The
     // wait is therefore bounded; the cli_run test shuts down that early on purpose.
-    let both = async { tokio::join!(registries, artifacts) };
-    match tokio::time::timeout(SHUTDOWN_GRACE, both).await {
-        Ok((registries, artifacts)) => {
+    let all = async { tokio::join!(registries, artifacts, gateway) };
+    match tokio::time::timeout(SHUTDOWN_GRACE, all).await {
+        Ok((registries, artifacts, gateway)) => {
             for (name, result) in [("registry", registries), ("AppArtifact", artifacts)] {
                 if let Err(error) = result {
                     warn!(%error, controller = name, "A controller task failed");
                 }
             }
+            match gateway {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => warn!(%error, "The gateway failed"),
+                Err(error) => warn!(%error, "The gateway task failed"),
+            }
         }
-        Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "The controllers did not stop in time"),
+        Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "The operator did not stop in time"),
     }
     info!("Operator stopped");
     Ok(())

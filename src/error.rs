@@ -22,6 +22,18 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+
+    #[error("failed to load the URL signing keys: {0}")]
+    SigningKeys(#[from] crate::gateway::keys::KeyError),
+
+    #[error(
+        "failed to listen on {address} for the gateway: {source}; choose another --gateway-listen"
+    )]
+    GatewayListen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -31,6 +43,8 @@ impl Error {
             Error::ClientConfig(_) => "client_config",
             Error::Client { .. } => "client",
             Error::ServerVersion { .. } => "server_version",
+            Error::SigningKeys(_) => "signing_keys",
+            Error::GatewayListen { .. } => "gateway_listen",
         }
     }
 }

@@ -68,6 +68,15 @@ pub struct ErrorLabels {
     pub kind: &'static str,
 }
 
+/// Labels of the gateway request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GatewayLabels {
+    /// HTTP status code of the response.
+    pub code: u16,
+    /// `sent`, `head`, or the reason code of a refusal such as `expired`.
+    pub reason: &'static str,
+}
+
 /// Prometheus metrics of the operator, served in the text exposition format.
 pub struct Metrics {
     registry: Registry,
@@ -75,6 +84,8 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     pushes: Family<PushLabels, Counter>,
     pushed_bytes: Counter,
+    gateway_requests: Family<GatewayLabels, Counter>,
+    gateway_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -105,12 +116,27 @@ impl Default for Metrics {
             Unit::Bytes,
             pushed_bytes.clone(),
         );
+        let gateway_requests = Family::<GatewayLabels, Counter>::default();
+        registry.register(
+            "gateway_requests",
+            "Gateway responses by status code and reason",
+            gateway_requests.clone(),
+        );
+        let gateway_bytes = Counter::default();
+        registry.register_with_unit(
+            "gateway_sent",
+            "Bytes of artifacts the gateway sent",
+            Unit::Bytes,
+            gateway_bytes.clone(),
+        );
         Self {
             registry,
             reconciles,
             errors,
             pushes,
             pushed_bytes,
+            gateway_requests,
+            gateway_bytes,
         }
     }
 }
@@ -134,6 +160,18 @@ impl Metrics {
     pub fn record_push(&self, result: &'static str, bytes: u64) {
         self.pushes.get_or_create(&PushLabels { result }).inc();
         self.pushed_bytes.inc_by(bytes);
+    }
+
+    /// Counts one gateway response.
+    pub fn record_gateway(&self, code: u16, reason: &'static str) {
+        self.gateway_requests
+            .get_or_create(&GatewayLabels { code, reason })
+            .inc();
+    }
+
+    /// Counts bytes the gateway sent.
+    pub fn record_gateway_bytes(&self, bytes: u64) {
+        self.gateway_bytes.inc_by(bytes);
     }
 
     /// Returns every metric in the Prometheus text exposition format.

@@ -31,10 +31,24 @@ fn version_prints_crate_version() {
 #[test]
 fn run_logs_server_version_and_stops_on_sigterm() {
     let env = TestEnv::load();
+    // The operator's namespace keeps its signing key Secret; it must exist.
+    let operator_namespace = support::unique_name("cli-operator");
+    let created = Command::new(env.var("TESTENV_KUBECTL"))
+        .args(["create", "namespace", &operator_namespace])
+        .env("KUBECONFIG", env.kubeconfig())
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let mut child = Command::new(BINARY)
         .arg("run")
         // A namespace of its own keeps this operator away from other tests' objects.
         .args(["--watch-namespace", &support::unique_name("cli")])
+        .args(["--operator-namespace", &operator_namespace])
+        .args(["--gateway-listen", "127.0.0.1:0"])
         .env("KUBECONFIG", env.kubeconfig())
         .env("RUST_LOG", "info")
         .env("LOG_FORMAT", "json")
@@ -58,6 +72,7 @@ fn run_logs_server_version_and_stops_on_sigterm() {
         "{connected}"
     );
 
+    wait_for_line(&lines_rx, "Gateway listening");
     wait_for_line(&lines_rx, "Operator started");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

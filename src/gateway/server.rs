@@ -1,0 +1,431 @@
+//! The gateway's HTTP listener: `GET|HEAD /v1/artifacts/{namespace}/{name}/{digest}` with a
+//! pre-signed query.
+//!
+//! A request passes, in this order: the signature check ([`signing::verify`], 403 with a
+//! reason code), the revocation check (the AppArtifact still exists and its
+//! `status.artifact.digest` is the URL's digest, else 410), and the registry lookup with the
+//! registry's read-only account (404 when the blob is gone, 502 when the registry fails). The
+//! blob then streams to the client, verified against its digest; a transfer whose bytes do not
+//! match is cut off, so the client sees a short body and never a complete wrong file.
+//!
+//! AppArtifacts come from a reflector cache, so a request costs no API server read for them.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use futures::StreamExt as _;
+use jiff::Timestamp;
+use kube::{
+    Api, Client,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use serde::Serialize;
+use tracing::{info, instrument, warn};
+
+use super::{
+    keys::KeyRingHandle,
+    range::{self, ByteRange},
+    signing::{self, Rejection, UrlSignature, UrlTarget},
+};
+use crate::{
+    crd::{AppArtifact, ArtifactRegistry, StoredArtifact},
+    oci::{ArtifactCoordinates, ContentSummary, Digest},
+    registry::access::{self, Account},
+    telemetry::Metrics,
+};
+
+/// State shared by the gateway's requests.
+pub struct GatewayState {
+    pub client: Client,
+    pub artifacts: Store<AppArtifact>,
+    pub keys: KeyRingHandle,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the gateway's routes.
+pub fn router(state: Arc<GatewayState>) -> Router {
+    Router::new()
+        .route(
+            "/v1/artifacts/{namespace}/{name}/{digest}",
+            get(serve_artifact),
+        )
+        .with_state(state)
+}
+
+/// Starts a reflector of AppArtifacts (in `namespace`, or all namespaces) and waits until its
+/// first list is complete, so that the gateway never answers from an empty cache.
+pub async fn artifact_cache(
+    client: Client,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Store<AppArtifact> {
+    let api: Api<AppArtifact> = match namespace {
+        Some(namespace) => Api::namespaced(client, namespace),
+        None => Api::all(client),
+    };
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects()
+        .take_until(shutdown)
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                warn!(%error, "AppArtifact watch failed; retrying");
+            }
+        });
+    tokio::spawn(stream);
+    if reader.wait_until_ready().await.is_err() {
+        warn!("The AppArtifact cache stopped before it was ready");
+    }
+    reader
+}
+
+/// Serves the router on `listener` until `shutdown` completes; requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Query of a signed URL. Every field is optional here so that a missing one is reported as a
+/// malformed signature instead of axum's generic rejection.
+#[derive(Debug, serde::Deserialize)]
+struct SignatureQuery {
+    kid: Option<String>,
+    exp: Option<String>,
+    sig: Option<String>,
+}
+
+impl SignatureQuery {
+    fn parse(self) -> Option<UrlSignature> {
+        Some(UrlSignature {
+            kid: self.kid?,
+            exp: self.exp?.parse().ok()?,
+            sig: self.sig?,
+        })
+    }
+}
+
+/// Body of every error response: a stable reason code and a sentence for humans.
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    reason: &'static str,
+    message: String,
+}
+
+/// A request that ended without content.
+struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            reason: self.reason,
+            message: self.message,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+#[instrument(skip_all, fields(artifact = %format!("{namespace}/{name}"), %method))]
+async fn serve_artifact(
+    State(state): State<Arc<GatewayState>>,
+    method: Method,
+    Path((namespace, name, digest)): Path<(String, String, String)>,
+    Query(query): Query<SignatureQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let target = UrlTarget {
+        namespace: &namespace,
+        name: &name,
+        digest: &digest,
+    };
+    let result = respond(&state, &method, &target, query, &headers).await;
+    result.unwrap_or_else(|refusal| {
+        if refusal.status.is_server_error() {
+            warn!(status = %refusal.status, reason = refusal.reason, message = %refusal.message, "Gateway request failed");
+        } else {
+            info!(status = %refusal.status, reason = refusal.reason, "Gateway request refused");
+        }
+        state
+            .metrics
+            .record_gateway(refusal.status.as_u16(), refusal.reason);
+        refusal.into_response()
+    })
+}
+
+async fn respond(
+    state: &GatewayState,
+    method: &Method,
+    target: &UrlTarget<'_>,
+    query: SignatureQuery,
+    headers: &HeaderMap,
+) -> Result<Response, Refusal> {
+    let signature = query
+        .parse()
+        .ok_or_else(|| rejection(Rejection::Malformed))?;
+    signing::verify(&state.keys.get(), target, &signature, Timestamp::now()).map_err(rejection)?;
+
+    let artifact = current_artifact(&state.artifacts, target)?;
+    let content = ContentSummary {
+        digest: target
+            .digest
+            .parse::<Digest>()
+            .map_err(|_| rejection(Rejection::Malformed))?,
+        size: u64::try_from(artifact.size).unwrap_or(0),
+    };
+    let range = range::parse(
+        headers
+            .get(header::RANGE)
+            .and_then(|value| value.to_str().ok()),
+        content.size,
+    );
+    let base = base_headers(&artifact, &content, &file_name(state, target));
+
+    if range == ByteRange::Unsatisfiable {
+        let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+        response.headers_mut().extend(base);
+        response.headers_mut().insert(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes */{}", content.size)),
+        );
+        state.metrics.record_gateway(416, "range_not_satisfiable");
+        return Ok(response);
+    }
+    let (status, length, content_range) = match range {
+        ByteRange::Partial { start, end } => (
+            StatusCode::PARTIAL_CONTENT,
+            end - start + 1,
+            Some(format!("bytes {start}-{end}/{}", content.size)),
+        ),
+        _ => (StatusCode::OK, content.size, None),
+    };
+
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        let (registry, coordinates) = registry_of(state, target).await?;
+        let repository = coordinates.reference().repository;
+        let registry = access::registry_client(&state.client, &registry, Account::Gateway)
+            .await
+            .map_err(|error| {
+                Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    "registry_unavailable",
+                    error.to_string(),
+                )
+            })?;
+        let stream = match range {
+            ByteRange::Partial { start, end } => registry
+                .pull_blob_range(&repository, content, start, end)
+                .await
+                .map(|stream| stream.boxed()),
+            _ => registry
+                .pull_blob(&repository, content)
+                .await
+                .map(|stream| stream.boxed()),
+        }
+        .map_err(|error| {
+            if error.is_not_found() {
+                Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    "blob_not_found",
+                    format!(
+                        "the registry has no blob {} for {coordinates}",
+                        target.digest
+                    ),
+                )
+            } else {
+                Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    "registry_unavailable",
+                    error.to_string(),
+                )
+            }
+        })?;
+        let metrics = state.metrics.clone();
+        Body::from_stream(stream.inspect(move |chunk| match chunk {
+            Ok(bytes) => metrics.record_gateway_bytes(bytes.len() as u64),
+            Err(error) => warn!(%error, "Gateway transfer aborted"),
+        }))
+    };
+
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let response_headers = response.headers_mut();
+    response_headers.extend(base);
+    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Some(content_range) = content_range {
+        response_headers.insert(header::CONTENT_RANGE, header_value(&content_range));
+    }
+    state.metrics.record_gateway(
+        status.as_u16(),
+        if method == Method::HEAD {
+            "head"
+        } else {
+            "sent"
+        },
+    );
+    Ok(response)
+}
+
+fn rejection(rejection: Rejection) -> Refusal {
+    let message = match rejection {
+        Rejection::Malformed => "the URL's kid, exp or sig parameter is missing or malformed",
+        Rejection::UnknownKey => "the URL was signed with a key the gateway no longer knows",
+        Rejection::Expired => "the URL has expired; request a new one",
+        Rejection::ExpiryTooFar => "the URL's expiry is further ahead than the maximum lifetime",
+        Rejection::InvalidSignature => "the URL's signature does not match",
+    };
+    Refusal::new(StatusCode::FORBIDDEN, rejection.code(), message)
+}
+
+/// Returns the artifact that the URL names, or 410 when the URL is revoked: the AppArtifact is
+/// gone or stores another digest now.
+fn current_artifact(
+    artifacts: &Store<AppArtifact>,
+    target: &UrlTarget<'_>,
+) -> Result<StoredArtifact, Refusal> {
+    let reference = ObjectRef::<AppArtifact>::new(target.name).within(target.namespace);
+    let revoked = |message: String| Refusal::new(StatusCode::GONE, "revoked", message);
+    let Some(object) = artifacts.get(&reference) else {
+        return Err(revoked(format!(
+            "AppArtifact {}/{} no longer exists",
+            target.namespace, target.name
+        )));
+    };
+    match object
+        .status
+        .as_ref()
+        .and_then(|status| status.artifact.clone())
+    {
+        Some(artifact) if artifact.digest == target.digest => Ok(artifact),
+        _ => Err(revoked(format!(
+            "AppArtifact {}/{} no longer stores digest {}",
+            target.namespace, target.name, target.digest
+        ))),
+    }
+}
+
+/// Reads the AppArtifact's registry. The registry and its credentials are read on each request,
+/// so that a rotated password applies at once.
+async fn registry_of(
+    state: &GatewayState,
+    target: &UrlTarget<'_>,
+) -> Result<(ArtifactRegistry, ArtifactCoordinates), Refusal> {
+    let reference = ObjectRef::<AppArtifact>::new(target.name).within(target.namespace);
+    let object = state.artifacts.get(&reference).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::GONE,
+            "revoked",
+            "the AppArtifact no longer exists",
+        )
+    })?;
+    let spec = &object.spec;
+    let coordinates = ArtifactCoordinates::new(&spec.tenant_id, &spec.app_id, &spec.version)
+        .map_err(|error| {
+            Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "invalid_artifact",
+                error.to_string(),
+            )
+        })?;
+    let registry_namespace = spec
+        .registry_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| target.namespace.to_owned());
+    let registry = Api::<ArtifactRegistry>::namespaced(state.client.clone(), &registry_namespace)
+        .get_opt(&spec.registry_ref.name)
+        .await
+        .map_err(|error| {
+            Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "registry_unavailable",
+                error.to_string(),
+            )
+        })?
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                "registry_not_found",
+                format!(
+                    "ArtifactRegistry {registry_namespace}/{} not found",
+                    spec.registry_ref.name
+                ),
+            )
+        })?;
+    Ok((registry, coordinates))
+}
+
+fn file_name(state: &GatewayState, target: &UrlTarget<'_>) -> String {
+    let reference = ObjectRef::<AppArtifact>::new(target.name).within(target.namespace);
+    state
+        .artifacts
+        .get(&reference)
+        .map(|object| {
+            object
+                .spec
+                .file_name
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}.jar", object.spec.app_id, object.spec.version))
+        })
+        .unwrap_or_else(|| format!("{}.jar", target.name))
+}
+
+/// Headers of every successful response: the JAR's type, the digest as strong ETag, byte
+/// ranges, and a file name for tools that save under the server's name.
+fn base_headers(artifact: &StoredArtifact, content: &ContentSummary, file_name: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, header_value(&artifact.media_type));
+    headers.insert(
+        header::ETAG,
+        header_value(&format!("\"{}\"", content.digest)),
+    );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-transform"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        header_value(&format!("attachment; filename=\"{file_name}\"")),
+    );
+    headers
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
