@@ -276,10 +276,11 @@ async fn respond(
             }
         })?;
         let metrics = state.metrics.clone();
-        Body::from_stream(stream.inspect(move |chunk| match chunk {
+        let counted = stream.inspect(move |chunk| match chunk {
             Ok(bytes) => metrics.record_gateway_bytes(bytes.len() as u64),
             Err(error) => warn!(%error, "Gateway transfer aborted"),
-        }))
+        });
+        Body::from_stream(HoldLast::new(counted))
     };
 
     let mut response = Response::new(body);
@@ -428,4 +429,61 @@ fn base_headers(artifact: &StoredArtifact, content: &ContentSummary, file_name: 
 
 fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Holds back the last chunk of a stream until the stream ends without error.
+///
+/// The verified blob stream reports a digest mismatch only after its last byte. Without the
+/// hold-back a client would by then have received `Content-Length` bytes and take the wrong
+/// file as complete; with it, the client misses the end of the body and sees a failed transfer.
+struct HoldLast<S> {
+    inner: S,
+    held: Option<bytes::Bytes>,
+    done: bool,
+}
+
+impl<S> HoldLast<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            held: None,
+            done: false,
+        }
+    }
+}
+
+impl<S, E> futures::Stream for HoldLast<S>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    type Item = Result<bytes::Bytes, E>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+
+        if self.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_next(cx)) {
+                Some(Ok(chunk)) => {
+                    if let Some(previous) = self.held.replace(chunk) {
+                        return Poll::Ready(Some(Ok(previous)));
+                    }
+                }
+                Some(Err(error)) => {
+                    self.done = true;
+                    self.held = None;
+                    return Poll::Ready(Some(Err(error)));
+                }
+                None => {
+                    self.done = true;
+                    return Poll::Ready(self.held.take().map(Ok));
+                }
+            }
+        }
+    }
 }
