@@ -44,6 +44,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         output_dir: Option<std::path::PathBuf>,
     },
+    /// Copy a filesystem store of JARs ({tenantId}/{appId}/{version}.jar) into an OCI registry.
+    /// It is idempotent, resumable and never destructive, and exits non-zero when anything failed.
+    Migrate(Box<crate::migrate::MigrateArgs>),
 }
 
 /// Time that in-flight reconciles get to finish after a shutdown signal.

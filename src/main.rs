@@ -2,7 +2,7 @@ use std::{process::ExitCode, time::Duration};
 
 use artifact_operator::{
     cli::{self, Cli, Command},
-    telemetry, tls,
+    migrate, telemetry, tls,
 };
 use clap::Parser;
 
@@ -48,5 +48,6 @@ async fn execute(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Migrate(args) => migrate::execute(*args, cli.log_format).await,
     }
 }
