@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod conditions;
 pub mod crd;
 pub mod error;
+pub mod loader;
 pub mod oci;
 pub mod reconcile;
 pub mod registry;
