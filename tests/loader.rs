@@ -410,6 +410,7 @@ async fn body_cut_short_is_retried() {
             Reply::CutShort {
                 body: Arc::clone(&content),
                 sent: JAR_SIZE / 2,
+                etag: None,
             },
             Reply::Body(Arc::clone(&content)),
         ],
@@ -418,9 +419,101 @@ async fn body_cut_short_is_retried() {
     let run = fixture.load(&url, &digest_of(&content), &[]).await;
 
     assert_outcome(&run, 0, "downloaded");
-    assert_eq!(fixture.server.request_count("/jar"), 2);
+    let requests = fixture.server.requests_for("/jar");
+    assert_eq!(requests.len(), 2);
+    // Without an entity tag the second attempt cannot resume safely.
+    assert_eq!(requests[1].range, None);
     assert_eq!(std::fs::read(fixture.target()).unwrap(), *content);
     assert_eq!(fixture.output_files(), ["app.jar"]);
+}
+
+#[tokio::test]
+async fn cut_body_resumes_with_range() {
+    let fixture = Fixture::new().await;
+    let content = Arc::new(jar(37));
+    let etag = format!("\"{}\"", digest_of(&content));
+    let sent = JAR_SIZE / 2;
+    let url = fixture.signed_url(
+        "/jar",
+        vec![
+            Reply::CutShort {
+                body: Arc::clone(&content),
+                sent,
+                etag: Some(etag.clone()),
+            },
+            Reply::Ranged {
+                body: Arc::clone(&content),
+                etag: etag.clone(),
+            },
+        ],
+    );
+
+    let run = fixture.load(&url, &digest_of(&content), &[]).await;
+
+    assert_outcome(&run, 0, "downloaded");
+    let requests = fixture.server.requests_for("/jar");
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].range, None);
+    assert_eq!(requests[1].range, Some(format!("bytes={sent}-")));
+    assert_eq!(requests[1].if_range, Some(etag));
+    assert!(run.stderr.contains("Resuming download"), "{}", run.stderr);
+    // Each byte crossed the connection once.
+    assert_eq!(fixture.server.bytes_sent("/jar"), JAR_SIZE as u64);
+    assert_eq!(std::fs::read(fixture.target()).unwrap(), *content);
+    assert_eq!(fixture.output_files(), ["app.jar"]);
+}
+
+#[tokio::test]
+async fn resume_ignored_by_server_starts_over() {
+    let fixture = Fixture::new().await;
+    let content = Arc::new(jar(38));
+    let url = fixture.signed_url(
+        "/jar",
+        vec![
+            Reply::CutShort {
+                body: Arc::clone(&content),
+                sent: JAR_SIZE / 2,
+                etag: Some("\"v1\"".to_owned()),
+            },
+            Reply::Body(Arc::clone(&content)),
+        ],
+    );
+
+    let run = fixture.load(&url, &digest_of(&content), &[]).await;
+
+    assert_outcome(&run, 0, "downloaded");
+    let requests = fixture.server.requests_for("/jar");
+    assert_eq!(requests.len(), 2);
+    assert!(requests[1].range.is_some(), "{requests:?}");
+    assert_eq!(std::fs::read(fixture.target()).unwrap(), *content);
+}
+
+#[tokio::test]
+async fn resume_of_changed_content_starts_over() {
+    let fixture = Fixture::new().await;
+    let old = Arc::new(jar(39));
+    let content = Arc::new(jar(40));
+    let url = fixture.signed_url(
+        "/jar",
+        vec![
+            Reply::CutShort {
+                body: old,
+                sent: JAR_SIZE / 2,
+                etag: Some("\"old\"".to_owned()),
+            },
+            Reply::Ranged {
+                body: Arc::clone(&content),
+                etag: "\"new\"".to_owned(),
+            },
+        ],
+    );
+
+    let run = fixture.load(&url, &digest_of(&content), &[]).await;
+
+    assert_outcome(&run, 0, "downloaded");
+    let requests = fixture.server.requests_for("/jar");
+    assert_eq!(requests[1].if_range.as_deref(), Some("\"old\""));
+    assert_eq!(std::fs::read(fixture.target()).unwrap(), *content);
 }
 
 #[tokio::test]

@@ -48,6 +48,11 @@ impl BodyCheck {
         Ok(self.checks.check_declared_size(Some(declared))?)
     }
 
+    /// Bytes accepted so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
     /// Feeds the next chunk, which may be written only when this returns `Ok`.
     pub fn update(&mut self, chunk: &[u8]) -> Result<(), BodyError> {
         let received = self.received + chunk.len() as u64;

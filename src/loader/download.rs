@@ -1,18 +1,30 @@
 //! The HTTP transfer: one GET per attempt, retried with exponential backoff and jitter.
 //!
 //! Connection errors (except TLS errors), timeouts, a body cut short, 408, 429 and 5xx other
-//! than 501 and 505 are retried. Every other failure ends the download at once. Each attempt
-//! starts over from the first byte, into the same emptied temporary file.
+//! than 501 and 505 are retried. Every other failure ends the download at once.
+//!
+//! An attempt after a body was cut short resumes at the first missing byte when the response
+//! had a strong `ETag`. It sends `Range: bytes={received}-` with that tag in `If-Range`, so a
+//! server whose content changed sends the whole content (200) instead of the rest. Without a
+//! strong tag, or without the matching 206, the next attempt reads from the first byte into
+//! the emptied temporary file.
 
 use std::{error::Error as _, time::Duration};
 
-use reqwest::{Client, Response, StatusCode, header::RETRY_AFTER, redirect};
+use reqwest::{
+    Client, Response, StatusCode,
+    header::{CONTENT_RANGE, ETAG, HeaderMap, HeaderValue, IF_RANGE, RANGE, RETRY_AFTER},
+    redirect,
+};
 
 use super::{
     body::BodyCheck,
     failure::LoaderError,
     file::{PartFile, Target},
-    response::{MAX_REASON_BODY, StatusDecision, decide, parse_reason, rejection},
+    response::{
+        MAX_REASON_BODY, ResumeDecision, StatusDecision, decide, decide_resumed, parse_reason,
+        rejection,
+    },
     settings::Settings,
 };
 use crate::oci::{ContentSummary, retry::RetryPolicy};
@@ -51,9 +63,10 @@ pub async fn download(
     target: &Target,
     part: &mut PartFile,
 ) -> Result<Downloaded, LoaderError> {
+    let mut transfer = Transfer::new(settings);
     let mut attempt = 1;
     loop {
-        let error = match send_once(client, settings, target, part).await {
+        let error = match send_once(client, settings, target, part, &mut transfer).await {
             Ok(summary) => {
                 return Ok(Downloaded {
                     summary,
@@ -81,7 +94,6 @@ pub async fn download(
             "Retrying download"
         );
         tokio::time::sleep(delay).await;
-        part.truncate().await?;
         attempt += 1;
     }
 }
@@ -144,36 +156,74 @@ impl AttemptError {
     }
 }
 
-/// Sends one GET and streams an accepted body through the checks into `part`.
+/// State of the body across attempts. The temporary file always contains exactly the bytes
+/// that `check` has accepted, so a later attempt can continue it.
+struct Transfer {
+    check: BodyCheck,
+    /// Strong entity tag of the response whose bytes the temporary file contains.
+    etag: Option<HeaderValue>,
+}
+
+impl Transfer {
+    fn new(settings: &Settings) -> Self {
+        Self {
+            check: BodyCheck::new(settings.digest, settings.size, settings.max_size),
+            etag: None,
+        }
+    }
+
+    /// Returns the offset and entity tag to resume from: some bytes arrived under a strong
+    /// entity tag.
+    fn resume_point(&self) -> Option<(u64, HeaderValue)> {
+        let received = self.check.received();
+        let etag = self.etag.clone()?;
+        (received > 0).then_some((received, etag))
+    }
+
+    /// Forgets the received bytes and empties the temporary file.
+    async fn restart(
+        &mut self,
+        settings: &Settings,
+        part: &mut PartFile,
+    ) -> Result<(), AttemptError> {
+        *self = Self::new(settings);
+        part.truncate().await.map_err(AttemptError::Final)
+    }
+}
+
+/// Sends one GET, resuming the transfer when it can, and streams an accepted body through the
+/// checks into `part`.
 async fn send_once(
     client: &Client,
     settings: &Settings,
     target: &Target,
     part: &mut PartFile,
+    transfer: &mut Transfer,
 ) -> Result<ContentSummary, AttemptError> {
-    let mut response = client
-        .get(settings.url.as_url().clone())
-        .send()
-        .await
-        .map_err(transport_error)?;
+    let resume = transfer.resume_point();
+    if resume.is_none() && transfer.check.received() > 0 {
+        transfer.restart(settings, part).await?;
+    }
 
-    let status = response.status();
-    match decide(status) {
-        StatusDecision::Accept => {}
-        StatusDecision::Retry => {
-            return Err(AttemptError::Status {
-                status,
-                retry_after: retry_after(&response),
-            });
+    let mut request = client.get(settings.url.as_url().clone());
+    if let Some((offset, etag)) = &resume {
+        request = request
+            .header(RANGE, format!("bytes={offset}-"))
+            .header(IF_RANGE, etag.clone());
+    }
+    let mut response = request.send().await.map_err(transport_error)?;
+
+    let declared = match resume {
+        None => {
+            check_status(decide(response.status()), &mut response, settings).await?;
+            response.content_length()
         }
-        StatusDecision::Reject => {
-            let reason = read_reason(&mut response).await;
-            return Err(AttemptError::Final(rejection(
-                &settings.url,
-                status,
-                reason,
-            )));
+        Some((offset, _)) => {
+            continue_transfer(offset, &mut response, settings, part, transfer).await?
         }
+    };
+    if transfer.check.received() == 0 {
+        transfer.etag = strong_etag(response.headers());
     }
 
     let body_error = |source| {
@@ -183,15 +233,88 @@ async fn send_once(
             source,
         })
     };
-    let mut check = BodyCheck::new(settings.digest, settings.size, settings.max_size);
-    check
-        .check_declared(response.content_length())
+    transfer
+        .check
+        .check_declared(declared)
         .map_err(body_error)?;
     while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        check.update(&chunk).map_err(body_error)?;
+        transfer.check.update(&chunk).map_err(body_error)?;
         part.write(&chunk).await.map_err(AttemptError::Final)?;
     }
-    check.finish().map_err(body_error)
+    transfer.check.clone().finish().map_err(body_error)
+}
+
+/// Handles the response to a resumed request and returns the declared length of the whole
+/// content. The transfer restarts from the first byte unless the server sent the rest.
+async fn continue_transfer(
+    offset: u64,
+    response: &mut Response,
+    settings: &Settings,
+    part: &mut PartFile,
+    transfer: &mut Transfer,
+) -> Result<Option<u64>, AttemptError> {
+    let status = response.status();
+    let content_range = response
+        .headers()
+        .get(CONTENT_RANGE)
+        .and_then(|value| value.to_str().ok());
+    match decide_resumed(status, offset, content_range) {
+        ResumeDecision::Append { total } => {
+            tracing::info!(url = %settings.url, offset, "Resuming download");
+            Ok(total)
+        }
+        ResumeDecision::StartOver => {
+            transfer.restart(settings, part).await?;
+            Ok(response.content_length())
+        }
+        ResumeDecision::RetryFromStart => {
+            transfer.restart(settings, part).await?;
+            Err(AttemptError::Transport {
+                message: format!(
+                    "the server responded to a request for the bytes from {offset} with status \
+                     {status} and no matching Content-Range"
+                ),
+                retryable: true,
+            })
+        }
+        ResumeDecision::Status(decision) => {
+            check_status(decision, response, settings).await?;
+            Ok(response.content_length())
+        }
+    }
+}
+
+/// Returns an error for a status that is not accepted. Reads the reason code of a rejected
+/// response from its body.
+async fn check_status(
+    decision: StatusDecision,
+    response: &mut Response,
+    settings: &Settings,
+) -> Result<(), AttemptError> {
+    let status = response.status();
+    match decision {
+        StatusDecision::Accept => Ok(()),
+        StatusDecision::Retry => Err(AttemptError::Status {
+            status,
+            retry_after: retry_after(response),
+        }),
+        StatusDecision::Reject => {
+            let reason = read_reason(response).await;
+            Err(AttemptError::Final(rejection(
+                &settings.url,
+                status,
+                reason,
+            )))
+        }
+    }
+}
+
+/// Returns the `ETag` when it is a strong entity tag, the only kind `If-Range` accepts.
+fn strong_etag(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(ETAG)
+        .filter(|etag| etag.as_bytes().starts_with(b"\""))
+        .cloned()
 }
 
 /// Reads the start of an error body and returns its reason code. A body that fails to arrive

@@ -3,9 +3,10 @@
 //!
 //! The loader sends a GET to the URL and streams the body into a temporary file next to the
 //! target, computing the sha256 and enforcing the size limit on the way. Only when the digest
-//! (and the size, when given) match is the file renamed into place. A re-run that finds the target
-//! with the expected digest exits 0 without a request. The URL's query carries the signature,
-//! so logs, errors and the termination message show the URL without it.
+//! (and the size, when given) match is the file renamed into place. A body cut short is
+//! resumed with a `Range` request when the response had a strong `ETag`. A re-run that finds
+//! the target with the expected digest exits 0 without a request. The URL's query carries the
+//! signature, so logs, errors and the termination message show the URL without it.
 //!
 //! # Inputs
 //!
@@ -34,7 +35,7 @@
 //! | code | label | cause |
 //! | --- | --- | --- |
 //! | 0 | | downloaded and verified, or already present with the expected digest |
-//! | 2 | `invalid_input` | missing or invalid flag or variable (clap's usage errors also exit with 2, without a termination message) |
+//! | 2 | `invalid_input` | missing or invalid flag or variable |
 //! | 3 | `local_file` | reading or writing the output directory failed |
 //! | 10 | `digest_mismatch` | the content's sha256 differs from the digest, or it is not a JAR |
 //! | 11 | `size_mismatch` | `Content-Length` or the body's length differs from the expected size |
@@ -43,8 +44,12 @@
 //! | 21 | `forbidden` | 403 with another reason or none |
 //! | 22 | `not_found` | 404 |
 //! | 23 | `http_status` | any other status that is not retried, such as 400 or 501 |
-//! | 30 | `network` | connection failures, timeouts or cut bodies on every attempt, or a TLS error or redirect loop |
+//! | 30 | `network` | every attempt failed in transport, or a TLS error or redirect loop |
 //! | 31 | `server_error` | the last of all attempts got 408, 429 or a retried 5xx |
+//!
+//! Invalid flags that clap rejects, such as a malformed duration, also exit with 2, but
+//! without a termination message. Transport failures are connection errors, timeouts and
+//! bodies cut short.
 //!
 //! The reason of a 403 or other error is the string field `reason` of a JSON body, or the
 //! first word of a plain-text body.

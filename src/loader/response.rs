@@ -32,6 +32,61 @@ pub fn decide(status: StatusCode) -> StatusDecision {
     }
 }
 
+/// A `Content-Range: bytes FIRST-LAST/TOTAL` header of a 206 response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    pub first: u64,
+    pub last: u64,
+    /// Length of the whole content, unless the server sent `*`.
+    pub total: Option<u64>,
+}
+
+/// Parses a `Content-Range` value in bytes. Returns `None` for any other unit, a malformed
+/// value, or a range that ends before it starts or after the total.
+pub fn parse_content_range(value: &str) -> Option<ContentRange> {
+    let range = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = range.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let first: u64 = first.parse().ok()?;
+    let last: u64 = last.parse().ok()?;
+    let total = match total {
+        "*" => None,
+        total => Some(total.parse::<u64>().ok()?),
+    };
+    let valid = first <= last && total.is_none_or(|total| last < total);
+    valid.then_some(ContentRange { first, last, total })
+}
+
+/// Action on the response to a resumed request, one sent with `Range: bytes={offset}-`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeDecision {
+    /// 206 from the offset: append the body. `total` is the whole content's length.
+    Append { total: Option<u64> },
+    /// 200: the server ignores ranges, or the content changed since the entity tag in
+    /// `If-Range`, so the body is the whole content. Read it from the first byte.
+    StartOver,
+    /// 416, or 206 with a missing or different range: try again without a range.
+    RetryFromStart,
+    /// Any other status, decided as for a request without a range.
+    Status(StatusDecision),
+}
+
+pub fn decide_resumed(
+    status: StatusCode,
+    offset: u64,
+    content_range: Option<&str>,
+) -> ResumeDecision {
+    match status {
+        StatusCode::OK => ResumeDecision::StartOver,
+        StatusCode::PARTIAL_CONTENT => match content_range.and_then(parse_content_range) {
+            Some(range) if range.first == offset => ResumeDecision::Append { total: range.total },
+            _ => ResumeDecision::RetryFromStart,
+        },
+        StatusCode::RANGE_NOT_SATISFIABLE => ResumeDecision::RetryFromStart,
+        status => ResumeDecision::Status(decide(status)),
+    }
+}
+
 /// Builds the error for a rejected status and the reason code of its body, if any.
 ///
 /// 410 Gone, or 403 whose reason is `expired` (or ends in `_expired` or `-expired`), means the
@@ -135,6 +190,52 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn content_range_parsing() {
+        let range = |first, last, total| Some(ContentRange { first, last, total });
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            range(100, 199, Some(200))
+        );
+        assert_eq!(parse_content_range("bytes 0-0/*"), range(0, 0, None));
+        for invalid in [
+            "",
+            "bytes */200",
+            "items 0-9/10",
+            "bytes 10-9/20",
+            "bytes 0-200/200",
+            "bytes a-b/c",
+        ] {
+            assert_eq!(parse_content_range(invalid), None, "{invalid:?}");
+        }
+    }
+
+    #[test]
+    fn decide_resumed_table() {
+        let decide = |status: u16, range: Option<&str>| {
+            decide_resumed(StatusCode::from_u16(status).unwrap(), 100, range)
+        };
+        assert_eq!(
+            decide(206, Some("bytes 100-199/200")),
+            ResumeDecision::Append { total: Some(200) }
+        );
+        assert_eq!(
+            decide(206, Some("bytes 0-199/200")),
+            ResumeDecision::RetryFromStart
+        );
+        assert_eq!(decide(206, None), ResumeDecision::RetryFromStart);
+        assert_eq!(decide(416, None), ResumeDecision::RetryFromStart);
+        assert_eq!(decide(200, None), ResumeDecision::StartOver);
+        assert_eq!(
+            decide(503, None),
+            ResumeDecision::Status(StatusDecision::Retry)
+        );
+        assert_eq!(
+            decide(410, None),
+            ResumeDecision::Status(StatusDecision::Reject)
+        );
     }
 
     #[test]

@@ -63,11 +63,21 @@ pub struct LoaderArgs {
 
     /// Maximum size of the JAR in bytes. A larger response is rejected before or while it is
     /// read.
-    #[arg(long, value_name = "BYTES", env = "ARTIFACT_MAX_SIZE", default_value_t = DEFAULT_MAX_SIZE)]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "ARTIFACT_MAX_SIZE",
+        default_value_t = DEFAULT_MAX_SIZE
+    )]
     pub max_size: u64,
 
     /// Maximum number of attempts, counting the first. 1 disables retries.
-    #[arg(long, value_name = "COUNT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        value_name = "COUNT",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub max_attempts: u32,
 
     /// Delay before the second attempt, for example `1s`. Each further delay doubles, and a
@@ -486,10 +496,11 @@ mod tests {
             env(&[("ARTIFACT_3_DIGEST", DIGEST)]),
         )
         .unwrap_err();
-        assert!(
-            matches!(&error, LoaderError::MissingValue { flag: "--url", env } if env == "ARTIFACT_3_URL"),
-            "{error:?}"
-        );
+        let LoaderError::MissingValue { flag, env } = &error else {
+            panic!("expected a missing value, got {error:?}");
+        };
+        assert_eq!(*flag, "--url");
+        assert_eq!(env, "ARTIFACT_3_URL");
     }
 
     #[test]

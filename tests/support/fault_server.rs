@@ -3,7 +3,8 @@
 //! bodies and bodies larger than any limit.
 //!
 //! One request per connection (`Connection: close`). The replies of a path are used in order
-//! and the last one repeats. A path without a script gets 404.
+//! and the last one repeats. A path without a script gets 404. Only [`Reply::Ranged`] honours
+//! `Range`; every other reply ignores it, as a server without range support does.
 
 #![allow(dead_code)] // Not every test crate that includes it uses every part.
 
@@ -34,8 +35,15 @@ pub enum Reply {
         body: String,
     },
     /// 200 that declares the whole body's length but closes the connection after `sent`
-    /// bytes.
-    CutShort { body: Arc<Vec<u8>>, sent: usize },
+    /// bytes. `etag`, when set, is sent as the `ETag` header, quotes included.
+    CutShort {
+        body: Arc<Vec<u8>>,
+        sent: usize,
+        etag: Option<String>,
+    },
+    /// The body with `ETag: etag`. A request with `Range: bytes=N-` and a matching `If-Range`
+    /// gets 206 with the bytes from N, and any other request gets 200 with the whole body.
+    Ranged { body: Arc<Vec<u8>>, etag: String },
     /// 200 without `Content-Length`, whose end is the closed connection.
     Unsized(Arc<Vec<u8>>),
     /// 200 with a generated body of `length` bytes that starts with the ZIP signature. The
@@ -68,11 +76,26 @@ impl Reply {
     }
 }
 
+/// A request as the server received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// Path and query.
+    pub target: String,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+}
+
+impl RecordedRequest {
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or_default()
+    }
+}
+
 #[derive(Default)]
 struct State {
     scripts: HashMap<String, VecDeque<Reply>>,
-    /// Request targets (path and query) as received, in order.
-    targets: Vec<String>,
+    /// Requests in the order they arrived.
+    requests: Vec<RecordedRequest>,
     /// Body bytes that the kernel accepted, per path.
     bytes_sent: HashMap<String, u64>,
 }
@@ -120,15 +143,27 @@ impl FaultServer {
 
     /// Number of requests for `path`, whatever their query.
     pub fn request_count(&self, path: &str) -> usize {
-        self.targets()
-            .iter()
-            .filter(|target| target.split('?').next() == Some(path))
-            .count()
+        self.requests_for(path).len()
+    }
+
+    /// Requests for `path` in the order they arrived.
+    pub fn requests_for(&self, path: &str) -> Vec<RecordedRequest> {
+        let state = self.state.lock().unwrap();
+        let requests = state.requests.iter();
+        requests
+            .filter(|request| request.path() == path)
+            .cloned()
+            .collect()
     }
 
     /// Request targets as received, with their queries.
     pub fn targets(&self) -> Vec<String> {
-        self.state.lock().unwrap().targets.clone()
+        let state = self.state.lock().unwrap();
+        state
+            .requests
+            .iter()
+            .map(|request| request.target.clone())
+            .collect()
     }
 
     /// Body bytes written for `path` so far, over all requests.
@@ -161,18 +196,18 @@ impl Drop for Connection {
 }
 
 async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>, _connection: Connection) {
-    let Some(target) = read_target(&mut stream).await else {
+    let Some(request) = read_request(&mut stream).await else {
         return;
     };
-    let path = target.split('?').next().unwrap_or_default().to_owned();
+    let path = request.path().to_owned();
     let reply = {
         let mut state = state.lock().unwrap();
-        state.targets.push(target.clone());
+        state.requests.push(request.clone());
         next_reply(&mut state, &path)
     };
     let sent = match reply {
         None => write_reply(&mut stream, 404, &[], b"not found").await,
-        Some(reply) => send(&mut stream, reply).await,
+        Some(reply) => send(&mut stream, reply, &request).await,
     };
     *state.lock().unwrap().bytes_sent.entry(path).or_default() += sent;
     let _ = stream.shutdown().await;
@@ -187,8 +222,8 @@ fn next_reply(state: &mut State, path: &str) -> Option<Reply> {
     }
 }
 
-/// Sends one reply and returns the number of body bytes written.
-async fn send(stream: &mut TcpStream, reply: Reply) -> u64 {
+/// Sends one reply to `request` and returns the number of body bytes written.
+async fn send(stream: &mut TcpStream, reply: Reply, request: &RecordedRequest) -> u64 {
     match reply {
         Reply::Body(body) => write_reply(stream, 200, &[], &body).await,
         Reply::Status {
@@ -196,12 +231,26 @@ async fn send(stream: &mut TcpStream, reply: Reply) -> u64 {
             headers,
             body,
         } => write_reply(stream, status, &headers, body.as_bytes()).await,
-        Reply::CutShort { body, sent } => {
-            if write_head(stream, 200, &[], Some(body.len() as u64)).await {
+        Reply::CutShort { body, sent, etag } => {
+            let headers: Vec<_> = etag
+                .map(|etag| ("ETag".to_owned(), etag))
+                .into_iter()
+                .collect();
+            if write_head(stream, 200, &headers, Some(body.len() as u64)).await {
                 write_body(stream, &body[..sent]).await
             } else {
                 0
             }
+        }
+        Reply::Ranged { body, etag } => {
+            let offset = range_offset(request, &etag).filter(|offset| *offset < body.len());
+            let mut headers = vec![("ETag".to_owned(), etag)];
+            let Some(offset) = offset else {
+                return write_reply(stream, 200, &headers, &body).await;
+            };
+            let range = format!("bytes {offset}-{}/{}", body.len() - 1, body.len());
+            headers.push(("Content-Range".to_owned(), range));
+            write_reply(stream, 206, &headers, &body[offset..]).await
         }
         Reply::Unsized(body) => {
             if write_head(stream, 200, &[], None).await {
@@ -287,14 +336,23 @@ async fn write_generated(stream: &mut TcpStream, length: u64) -> u64 {
     written
 }
 
+/// Returns N of a request with `Range: bytes=N-` whose `If-Range` matches `etag`.
+fn range_offset(request: &RecordedRequest, etag: &str) -> Option<usize> {
+    if request.if_range.as_deref() != Some(etag) {
+        return None;
+    }
+    let range = request.range.as_deref()?.strip_prefix("bytes=")?;
+    range.strip_suffix('-')?.parse().ok()
+}
+
 /// Reads until the client closes the connection or it fails.
 async fn wait_for_close(stream: &mut TcpStream) {
     let mut buffer = [0u8; 1024];
     while matches!(stream.read(&mut buffer).await, Ok(read) if read > 0) {}
 }
 
-/// Reads the request head and returns the request target (path and query).
-async fn read_target(stream: &mut TcpStream) -> Option<String> {
+/// Reads the request head and returns its target and range headers.
+async fn read_request(stream: &mut TcpStream) -> Option<RecordedRequest> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 1024];
     while !buffer.windows(4).any(|window| window == b"\r\n\r\n") {
@@ -305,5 +363,19 @@ async fn read_target(stream: &mut TcpStream) -> Option<String> {
         buffer.extend_from_slice(&chunk[..read]);
     }
     let head = String::from_utf8(buffer).ok()?;
-    Some(head.split("\r\n").next()?.split(' ').nth(1)?.to_owned())
+    let mut lines = head.split("\r\n");
+    let target = lines.next()?.split(' ').nth(1)?.to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let header = |name: &str| {
+        let found = headers.iter().find(|(key, _)| key == name);
+        found.map(|(_, value)| value.clone())
+    };
+    Some(RecordedRequest {
+        target,
+        range: header("range"),
+        if_range: header("if-range"),
+    })
 }
