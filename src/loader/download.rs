@@ -48,10 +48,8 @@ pub fn client(settings: &Settings) -> Result<Client, LoaderError> {
         .read_timeout(settings.read_timeout)
         .redirect(redirect::Policy::limited(MAX_REDIRECTS))
         .build()
-        .map_err(|error| LoaderError::Network {
-            url: settings.url.clone(),
-            attempts: 0,
-            last_error: format!("failed to set up the HTTP client: {}", describe(error)),
+        .map_err(|error| LoaderError::HttpClient {
+            reason: describe(error),
         })
 }
 

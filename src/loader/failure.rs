@@ -41,7 +41,8 @@ pub enum FailureKind {
     /// The server returned another status that retrying cannot fix, such as 400 or 501.
     HttpStatus,
     /// Every attempt failed to connect, timed out or lost the connection, or the first one hit
-    /// a failure that no retry fixes: a TLS error or too many redirects.
+    /// a failure that no retry fixes: a TLS error or too many redirects. Also used when the
+    /// HTTP client cannot be built.
     Network,
     /// Every attempt failed and the last one got 408, 429 or a retryable 5xx.
     ServerError,
@@ -253,6 +254,11 @@ pub enum LoaderError {
         reason: Option<String>,
     },
 
+    /// Building the HTTP client failed, for example because the TLS backend did not start. No
+    /// request was sent.
+    #[error("failed to set up the HTTP client: {reason}")]
+    HttpClient { reason: String },
+
     #[error(
         "GET {url} failed after {}, the last one with: {last_error}. Check that the pod can \
          reach the gateway",
@@ -316,7 +322,7 @@ impl LoaderError {
             Self::Forbidden { .. } => FailureKind::Forbidden,
             Self::NotFound { .. } => FailureKind::NotFound,
             Self::Status { .. } => FailureKind::HttpStatus,
-            Self::Network { .. } => FailureKind::Network,
+            Self::HttpClient { .. } | Self::Network { .. } => FailureKind::Network,
             Self::ServerError { .. } => FailureKind::ServerError,
             Self::Body { source, .. } => source.kind(),
         }
@@ -508,6 +514,12 @@ mod tests {
                     url: url(),
                     attempts: 3,
                     last_error: "connection refused".to_owned(),
+                },
+                FailureKind::Network,
+            ),
+            (
+                LoaderError::HttpClient {
+                    reason: "no TLS provider".to_owned(),
                 },
                 FailureKind::Network,
             ),
