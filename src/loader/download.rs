@@ -43,6 +43,9 @@ pub struct Downloaded {
 /// `NO_PROXY` variables, as for curl.
 pub fn client(settings: &Settings) -> Result<Client, LoaderError> {
     crate::tls::install_crypto_provider();
+    // `connection_verbose` stays off: it logs every byte sent at trace level, the request line
+    // with its signed query included. Without it, reqwest 0.13, hyper 1 and h2 0.4 log no
+    // request URI even with RUST_LOG=trace.
     Client::builder()
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)
