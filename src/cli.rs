@@ -47,6 +47,9 @@ pub enum Command {
     /// Copy a filesystem store of JARs ({tenantId}/{appId}/{version}.jar) into an OCI registry.
     /// It is idempotent, resumable and never destructive, and exits non-zero when anything failed.
     Migrate(Box<crate::migrate::MigrateArgs>),
+    /// Download one JAR through a pre-signed URL and verify its digest, as a pod's init
+    /// container does.
+    Loader(crate::loader::LoaderArgs),
 }
 
 /// Time that in-flight reconciles get to finish after a shutdown signal.
@@ -112,7 +115,7 @@ pub struct RunArgs {
 }
 
 /// Parses a duration such as `90s`, `10m` or `1h 30m`.
-fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let duration: jiff::SignedDuration = text
         .parse()
         .map_err(|error| format!("invalid duration {text:?} ({error}); use a value such as 10m"))?;

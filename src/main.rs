@@ -2,7 +2,7 @@ use std::{process::ExitCode, time::Duration};
 
 use artifact_operator::{
     cli::{self, Cli, Command},
-    migrate, telemetry, tls,
+    loader, migrate, telemetry, tls,
 };
 use clap::Parser;
 
@@ -38,6 +38,10 @@ async fn execute(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Loader(args) => {
+            telemetry::init(cli.log_format);
+            loader::run(args).await
+        }
         Command::Run(args) => {
             telemetry::init(cli.log_format);
             match cli::run(args).await {
