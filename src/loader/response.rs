@@ -90,10 +90,14 @@ pub fn decide_resumed(
 /// Builds the error for a rejected status and the reason code of its body, if any.
 ///
 /// 410 Gone, or 403 whose reason is `expired` (or ends in `_expired` or `-expired`), means the
-/// pre-signed URL has expired.
+/// pre-signed URL has expired. The gateway also answers 410 with reason `revoked` when the
+/// AppArtifact is gone or stores another digest, which is reported as not found.
 pub fn rejection(url: &SignedUrl, status: StatusCode, reason: Option<String>) -> LoaderError {
     let url = url.clone();
     match status {
+        StatusCode::GONE if reason.as_deref() == Some("revoked") => {
+            LoaderError::NotFound { url, reason }
+        }
         StatusCode::GONE => LoaderError::Expired {
             url,
             status,
@@ -241,6 +245,7 @@ mod tests {
     #[test]
     fn rejection_kind_table() {
         assert_eq!(kind(410, None), FailureKind::Expired);
+        assert_eq!(kind(410, Some("revoked")), FailureKind::NotFound);
         assert_eq!(kind(403, Some("expired")), FailureKind::Expired);
         assert_eq!(kind(403, Some("URL_EXPIRED")), FailureKind::Expired);
         assert_eq!(kind(403, Some("bad_signature")), FailureKind::Forbidden);
