@@ -134,6 +134,41 @@ pub async fn discover_address_ranges(client: &Client) -> Vec<ipnet::IpNet> {
     ranges
 }
 
+/// Starts a reflector over `events` and waits until its first list is complete, so that a
+/// reader never answers from an empty cache. `kind` names the objects in log lines.
+pub async fn start_cache<K, S>(
+    kind: &'static str,
+    events: S,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    S: futures::Stream<
+            Item = Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>,
+        > + Send
+        + 'static,
+{
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, reflector};
+
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, events)
+        .default_backoff()
+        .touched_objects()
+        .take_until(shutdown)
+        .for_each(move |event| async move {
+            if let Err(error) = event {
+                warn!(%error, kind, "Watch failed; retrying");
+            }
+        });
+    tokio::spawn(stream);
+    if reader.wait_until_ready().await.is_err() {
+        warn!(kind, "The cache stopped before it was ready");
+    }
+    reader
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

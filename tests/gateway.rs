@@ -6,6 +6,8 @@ mod support;
 
 #[path = "support/fake_registry.rs"]
 mod fake_registry;
+#[path = "support/stored_artifact.rs"]
+mod stored_artifact;
 
 use std::{process::Command, sync::Arc, time::Duration};
 
@@ -16,9 +18,6 @@ use artifact_operator::{
         server::{self, GatewayState},
         signing::{self, UrlTarget},
     },
-    oci::{
-        ArtifactCoordinates, Credentials, JarMetadata, RegistryClient, RegistryConfig, TlsRoots,
-    },
     telemetry::Metrics,
 };
 use fake_registry::{FakeRegistry, FakeResponse};
@@ -26,10 +25,11 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams},
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use stored_artifact::StoredArtifact;
 use support::{TestEnv, create_labeled_namespace, install_crds, sha256_hex, unique_name};
 use tokio::sync::oneshot;
 
@@ -58,43 +58,18 @@ impl Harness {
         let tenant = unique_name("t");
         let namespace = create_labeled_namespace(&client, "gw", &[(TENANT_LABEL, &tenant)]).await;
 
-        let login = distribution_login(&env);
-        let registry = distribution_client(&env);
-        let coordinates = ArtifactCoordinates::new(&tenant, APP, VERSION).unwrap();
-        let metadata = JarMetadata::new("billing-2.0.jar").unwrap();
-        let pushed = registry
-            .push_jar(&coordinates, jar.as_slice(), None, &metadata)
-            .await
-            .unwrap();
+        let pushed = stored_artifact::push(&env, &tenant, APP, VERSION, &jar).await;
         let digest = pushed.layer.digest.to_string();
-
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": { "name": "registry-login" },
-            "stringData": { "username": login.0, "password": login.1 },
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(client.clone(), &namespace)
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
-        create_registry(
-            &client,
-            &namespace,
-            json!({ "external": {
-                "url": format!("https://{}", env.var("TESTENV_DISTRIBUTION_HOST")),
-                "credentialsSecretRef": { "name": "registry-login" },
-                "caBundle": std::fs::read_to_string(env.ca_file()).unwrap(),
-            } }),
-        )
-        .await;
-        create_stored_artifact(
-            &client,
-            &namespace,
-            &tenant,
-            &digest,
-            jar.len(),
-            &pushed.manifest_digest.to_string(),
-        )
+        stored_artifact::create_external_registry(&env, &client, &namespace).await;
+        StoredArtifact {
+            name: APP,
+            tenant: &tenant,
+            app: APP,
+            version: VERSION,
+            pushed: Some(&pushed),
+            ready: None,
+        }
+        .create(&client, &namespace)
         .await;
 
         let mut key_settings = KeySettings::new(namespace.clone());
@@ -157,80 +132,6 @@ impl Harness {
     fn url(&self) -> String {
         self.url_at(signing::DEFAULT_TTL, Timestamp::now())
     }
-}
-
-fn distribution_login(env: &TestEnv) -> (String, String) {
-    (
-        env.var("TESTENV_DISTRIBUTION_USERNAME").to_owned(),
-        env.var("TESTENV_DISTRIBUTION_PASSWORD").to_owned(),
-    )
-}
-
-fn distribution_client(env: &TestEnv) -> RegistryClient {
-    let (username, password) = distribution_login(env);
-    let url = format!("https://{}", env.var("TESTENV_DISTRIBUTION_HOST"));
-    let config = RegistryConfig::new(&url)
-        .unwrap()
-        .with_credentials(Credentials::Basic { username, password })
-        .with_tls_roots(TlsRoots::Only(std::fs::read(env.ca_file()).unwrap()));
-    RegistryClient::new(config).unwrap()
-}
-
-async fn create_registry(client: &Client, namespace: &str, spec: Value) {
-    let registry: ArtifactRegistry = serde_json::from_value(json!({
-        "apiVersion": "artifacts.cameleer.io/v1alpha1",
-        "kind": "ArtifactRegistry",
-        "metadata": { "name": "main" },
-        "spec": spec,
-    }))
-    .unwrap();
-    Api::<ArtifactRegistry>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &registry)
-        .await
-        .unwrap();
-}
-
-/// Creates the AppArtifact and writes the status the controller would write after a push.
-async fn create_stored_artifact(
-    client: &Client,
-    namespace: &str,
-    tenant: &str,
-    digest: &str,
-    size: usize,
-    manifest_digest: &str,
-) {
-    let api: Api<AppArtifact> = Api::namespaced(client.clone(), namespace);
-    let artifact: AppArtifact = serde_json::from_value(json!({
-        "apiVersion": "artifacts.cameleer.io/v1alpha1",
-        "kind": "AppArtifact",
-        "metadata": { "name": APP },
-        "spec": {
-            "registryRef": { "name": "main" },
-            "tenantId": tenant, "appId": APP, "version": VERSION,
-            "source": { "existing": {} },
-        },
-    }))
-    .unwrap();
-    api.create(&PostParams::default(), &artifact).await.unwrap();
-    let status = json!({
-        "apiVersion": "artifacts.cameleer.io/v1alpha1",
-        "kind": "AppArtifact",
-        "status": { "artifact": {
-            "ociRef": format!("registry.test/{tenant}/{APP}:v{VERSION}"),
-            "digest": digest,
-            "manifestDigest": manifest_digest,
-            "size": size,
-            "mediaType": "application/java-archive",
-            "lastUpdateTime": "2026-12-04T00:00:00Z",
-        } },
-    });
-    api.patch_status(
-        APP,
-        &PatchParams::apply("gateway-test").force(),
-        &Patch::Apply(&status),
-    )
-    .await
-    .unwrap();
 }
 
 fn http() -> reqwest::Client {

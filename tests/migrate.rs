@@ -15,7 +15,7 @@ use std::{
     os::unix::{fs::symlink, process::ExitStatusExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc,
+    sync::{Arc, mpsc},
     time::{Duration, Instant},
 };
 
@@ -1147,4 +1147,136 @@ async fn create_resources_declares_app_artifacts() {
         .await
         .unwrap();
     assert_eq!(third_tenant.items.len(), 2);
+}
+
+/// The AppArtifacts that `--create-resources` declares become Ready by adoption once the
+/// operator's controllers see them, without pushing anything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_resources_become_ready_by_adoption() {
+    use artifact_operator::{
+        artifact::{address_policy::AddressPolicy, controller as artifact_controller},
+        registry::controller as registry_controller,
+        telemetry::Metrics,
+    };
+    use k8s_openapi::api::core::v1::Secret;
+
+    let env = TestEnv::load();
+    let kube = env.kube_client().await;
+    support::install_crds(&kube).await;
+    let target = Target::distribution(&env);
+
+    // A registry that admits tenant namespaces, with the credentials and CA it needs.
+    let registry_namespace = support::create_namespace(&kube, "mig-adopt").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "registry-login" },
+        "stringData": {
+            "username": env.var("TESTENV_DISTRIBUTION_USERNAME"),
+            "password": env.var("TESTENV_DISTRIBUTION_PASSWORD"),
+        },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(kube.clone(), &registry_namespace)
+        .create(&Default::default(), &secret)
+        .await
+        .unwrap();
+    let registry: ArtifactRegistry = serde_json::from_value(json!({
+        "apiVersion": "artifacts.cameleer.io/v1alpha1",
+        "kind": "ArtifactRegistry",
+        "metadata": { "name": "main" },
+        "spec": {
+            "external": {
+                "url": target.url,
+                "credentialsSecretRef": { "name": "registry-login" },
+                "caBundle": std::fs::read_to_string(env.ca_file()).unwrap(),
+            },
+            "tenancy": { "namespaceSelector": {
+                "matchExpressions": [{ "key": TENANT_LABEL, "operator": "Exists" }]
+            } },
+        },
+    }))
+    .unwrap();
+    Api::<ArtifactRegistry>::namespaced(kube.clone(), &registry_namespace)
+        .create(&Default::default(), &registry)
+        .await
+        .unwrap();
+
+    let tenant = unique_tenants(1).remove(0);
+    let tenant_namespace =
+        support::create_labeled_namespace(&kube, "mig-tenant", &[(TENANT_LABEL, &tenant)]).await;
+    let mut store = Store::new();
+    store.add(&tenant, "billing", "1.0", jar_bytes(9300, 3000));
+    store.add(&tenant, "billing", "1.1", jar_bytes(9301, 3000));
+    let registry_ref = format!("{registry_namespace}/main");
+    let run = migrate(
+        &store,
+        &target,
+        &[
+            "--create-resources",
+            "--namespace-template",
+            &tenant_namespace,
+            "--registry-ref",
+            &registry_ref,
+        ],
+    );
+    assert!(run.status.success(), "{}", run.describe());
+    assert_eq!(run.count("resourcesApplied"), 2);
+
+    let registries = Arc::new(registry_controller::Context::new(
+        kube.clone(),
+        registry_controller::Settings {
+            operator_namespace: "artifact-operator".into(),
+            traefik_namespace: "traefik".into(),
+            watch_namespace: Some(registry_namespace.clone()),
+        },
+    ));
+    let artifacts = Arc::new(artifact_controller::Context::new(
+        kube.clone(),
+        artifact_controller::Settings::new(
+            Some(tenant_namespace.clone()),
+            AddressPolicy::default(),
+        ),
+        Arc::new(Metrics::default()),
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signal = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    tokio::spawn(registry_controller::run(registries, signal()));
+    tokio::spawn(artifact_controller::run(artifacts.clone(), signal()));
+
+    let api: Api<AppArtifact> = Api::namespaced(kube.clone(), &tenant_namespace);
+    for (version, seed) in [("1.0", 9300), ("1.1", 9301)] {
+        let name = format!("billing-{version}");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let ready = loop {
+            let object = api.get(&name).await.unwrap();
+            let ready = object.status.as_ref().and_then(|status| {
+                status
+                    .conditions
+                    .iter()
+                    .find(|condition| condition.type_ == "Ready" && condition.status == "True")
+                    .cloned()
+            });
+            if let Some(ready) = ready {
+                break (object, ready);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "AppArtifact {name} never became Ready: {:#?}",
+                object.status
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert_eq!(ready.1.reason, "ArtifactAdopted");
+        let digest = ready.0.status.unwrap().artifact.unwrap().digest;
+        assert_eq!(digest, Digest::of(&jar_bytes(seed, 3000)).to_string());
+    }
+    assert!(
+        !artifacts.metrics.encode().contains("result=\"pushed\""),
+        "adoption pushes nothing"
+    );
+    let _ = stop.send(true);
 }

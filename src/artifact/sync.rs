@@ -539,10 +539,7 @@ impl Sync<'_> {
             checks,
         )
         .await?;
-        let file_name = spec
-            .file_name
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}.jar", spec.app_id, spec.version));
+        let file_name = spec.jar_file_name();
         let mut metadata = JarMetadata::new(&file_name).map_err(|error| {
             Failure::permanent(reason::INVALID_SOURCE, format!("spec.fileName: {error}"))
         })?;

@@ -76,6 +76,15 @@ pub struct AppArtifactSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
+impl AppArtifactSpec {
+    /// Returns `spec.fileName`, or `{appId}-{version}.jar` when it is not set.
+    pub fn jar_file_name(&self) -> String {
+        self.file_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}.jar", self.app_id, self.version))
+    }
+}
+
 /// Reference to an ArtifactRegistry.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

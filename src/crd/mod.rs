@@ -5,6 +5,7 @@
 //! and a test fails when the two drift apart.
 
 mod artifact;
+pub mod names;
 mod registry;
 
 pub use artifact::*;

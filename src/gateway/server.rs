@@ -25,8 +25,7 @@ use jiff::Timestamp;
 use kube::{
     Api, Client,
     runtime::{
-        WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
@@ -74,21 +73,12 @@ pub async fn artifact_cache(
         Some(namespace) => Api::namespaced(client, namespace),
         None => Api::all(client),
     };
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects()
-        .take_until(shutdown)
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                warn!(%error, "AppArtifact watch failed; retrying");
-            }
-        });
-    tokio::spawn(stream);
-    if reader.wait_until_ready().await.is_err() {
-        warn!("The AppArtifact cache stopped before it was ready");
-    }
-    reader
+    crate::cluster::start_cache(
+        "AppArtifact",
+        watcher(api, watcher::Config::default()),
+        shutdown,
+    )
+    .await
 }
 
 /// Serves the router on `listener` until `shutdown` completes; requests in flight finish.

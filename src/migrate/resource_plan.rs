@@ -7,14 +7,11 @@ use crate::{
     crd::{
         AppArtifact, AppArtifactSpec, ArtifactSource, DeletionPolicy, ExistingSource, RegistryRef,
         TENANT_LABEL,
+        names::{is_dns_label, is_dns_subdomain},
     },
     oci::{ArtifactCoordinates, Digest},
 };
 
-/// Maximum length of a Kubernetes namespace name (an RFC 1123 DNS label).
-const MAX_NAMESPACE_LEN: usize = 63;
-/// Maximum length of a Kubernetes object name (an RFC 1123 DNS subdomain).
-const MAX_NAME_LEN: usize = 253;
 /// Hex digits of the hash that makes a rewritten object name unique.
 const NAME_HASH_LEN: usize = 8;
 
@@ -398,37 +395,6 @@ pub fn check_namespace(
             tenant: tenant.to_owned(),
         }),
     }
-}
-
-// === Kubernetes name grammar ===
-
-/// Matches an RFC 1123 label as Kubernetes checks it: at most 63 characters of `[a-z0-9-]`,
-/// starting and ending with a letter or digit.
-pub fn is_dns_label(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    let edge_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    value.len() <= MAX_NAMESPACE_LEN
-        && edge_ok(bytes.first())
-        && edge_ok(bytes.last())
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-/// Matches an RFC 1123 subdomain as Kubernetes checks object names: at most 253 characters of
-/// labels separated by dots. Unlike a namespace label, each label here may be of any length.
-pub fn is_dns_subdomain(value: &str) -> bool {
-    value.len() <= MAX_NAME_LEN
-        && value.split('.').all(|label| {
-            let bytes = label.as_bytes();
-            let edge_ok =
-                |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-            edge_ok(bytes.first())
-                && edge_ok(bytes.last())
-                && bytes
-                    .iter()
-                    .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::fmt;
 use k8s_openapi::{api::apps::v1::StatefulSet, apimachinery::pkg::api::resource::Quantity};
 
 use super::resources::{self, DATA_VOLUME};
-use crate::crd::{RegistryIngress, ZotSpec};
+use crate::crd::{RegistryIngress, ZotSpec, names};
 
 const REPLICAS: &str = "spec.zot.replicas";
 const STORAGE_SIZE: &str = "spec.zot.storage.size";
@@ -137,7 +137,7 @@ pub fn validate_ingress(ingress: &RegistryIngress) -> Result<(), Vec<ConfigProbl
     let Some(traefik) = &ingress.traefik else {
         return Ok(());
     };
-    if is_dns_subdomain(&traefik.host) {
+    if names::is_host_name(&traefik.host) {
         return Ok(());
     }
     Err(vec![ConfigProblem::new(
@@ -332,20 +332,6 @@ fn is_cluster(spec: &ZotSpec) -> bool {
 
 fn describe_size(size: Option<&Quantity>) -> &str {
     size.map_or("its current value", |size| size.0.as_str())
-}
-
-/// Returns whether `host` is a DNS subdomain as Kubernetes defines it (RFC 1123): at most 253
-/// characters in dot-separated labels of lowercase letters, digits and inner hyphens.
-fn is_dns_subdomain(host: &str) -> bool {
-    host.len() <= 253 && host.split('.').all(is_dns_label)
-}
-
-fn is_dns_label(label: &str) -> bool {
-    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    (1..=63).contains(&label.len())
-        && label.starts_with(alphanumeric)
-        && label.ends_with(alphanumeric)
-        && label.chars().all(|c| alphanumeric(c) || c == '-')
 }
 
 #[cfg(test)]

@@ -1,0 +1,237 @@
+//! The webhook's HTTP handler: reads an admission review for a pod, resolves what the pod asks
+//! for and answers with a JSON patch or a denial.
+//!
+//! Reads come from reflector caches so that admission costs no API server round trip, except
+//! for one case: a namespace missing from the cache may have been created a moment ago, so it
+//! is read live before the pod is refused.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{Json, Router, extract::State, routing::post};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client,
+    api::PartialObjectMeta,
+    core::{
+        DynamicObject,
+        admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+    },
+    runtime::{
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{info, instrument, warn};
+
+use super::{
+    Denial, opt_in,
+    patch::{self, LoaderTemplate},
+    resolve::{self, Signer},
+};
+use crate::{
+    crd::{AppArtifact, TENANT_LABEL},
+    gateway::keys::KeyRingHandle,
+    telemetry::Metrics,
+};
+
+/// Path of the pod mutation endpoint.
+pub const MUTATE_PODS_PATH: &str = "/v1/mutate/pods";
+
+/// What the webhook puts into pods.
+#[derive(Debug, Clone)]
+pub struct InjectionSettings {
+    /// Base URL of the gateway as pods reach it, such as
+    /// `http://artifact-operator-gateway.artifact-operator.svc:8080`.
+    pub gateway_url: String,
+    /// Lifetime of an injected URL.
+    pub url_ttl: Duration,
+    /// How an added loader looks.
+    pub loader: LoaderTemplate,
+}
+
+/// State shared by admission requests.
+pub struct WebhookState {
+    pub client: Client,
+    pub artifacts: Store<AppArtifact>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub keys: KeyRingHandle,
+    pub settings: InjectionSettings,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the webhook's routes.
+pub fn router(state: Arc<WebhookState>) -> Router {
+    Router::new()
+        .route(MUTATE_PODS_PATH, post(mutate_pods))
+        .with_state(state)
+}
+
+/// Starts a metadata-only cache of namespaces, for their tenant labels.
+pub async fn namespace_cache(
+    client: Client,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Store<PartialObjectMeta<Namespace>> {
+    let api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
+    crate::cluster::start_cache(
+        "Namespace",
+        watcher(api, watcher::Config::default()),
+        shutdown,
+    )
+    .await
+}
+
+async fn mutate_pods(
+    State(state): State<Arc<WebhookState>>,
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let started = Instant::now();
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(request) => request,
+        Err(error) => {
+            warn!(%error, "Rejected a malformed admission review");
+            state.metrics.record_admission("invalid", started.elapsed());
+            return Json(AdmissionResponse::invalid(error).into_review());
+        }
+    };
+
+    let response = admit(&state, &request).await;
+    let result = match (&response, response.allowed) {
+        (_, false) => "denied",
+        (response, true) if response.patch.is_some() => "injected",
+        _ => "allowed",
+    };
+    state.metrics.record_admission(result, started.elapsed());
+    Json(response.into_review())
+}
+
+/// Answers one admission request.
+#[instrument(skip_all, fields(namespace = request.namespace.as_deref().unwrap_or_default(), pod = pod_name(request)))]
+pub async fn admit(
+    state: &WebhookState,
+    request: &AdmissionRequest<DynamicObject>,
+) -> AdmissionResponse {
+    let response = AdmissionResponse::from(request);
+    let (Some(pod), Some(namespace)) = (&request.object, request.namespace.as_deref()) else {
+        return response;
+    };
+    if request.operation != Operation::Create || request.kind.kind != "Pod" {
+        return response;
+    }
+
+    match inject(state, namespace, pod).await {
+        Ok(None) => response,
+        Ok(Some((operations, injected))) => {
+            info!(artifacts = ?injected, "Injected");
+            with_operations(response, &operations)
+        }
+        Err(denial) => {
+            info!(reason = denial.reason, message = %denial.message, "Denied");
+            deny(response, &denial)
+        }
+    }
+}
+
+type Injected = (Vec<patch::Operation>, Vec<String>);
+
+async fn inject(
+    state: &WebhookState,
+    namespace: &str,
+    pod: &DynamicObject,
+) -> Result<Option<Injected>, Denial> {
+    let empty = BTreeMap::new();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    let Some(opt_in) = opt_in::read(namespace, labels, annotations)? else {
+        return Ok(None);
+    };
+
+    let tenant = namespace_tenant(state, namespace).await;
+    let ring = state.keys.get();
+    let signer = Signer {
+        ring: &ring,
+        base_url: &state.settings.gateway_url,
+        ttl: state.settings.url_ttl,
+        now: Timestamp::now(),
+    };
+    let lookup = |name: &str| {
+        state
+            .artifacts
+            .get(&ObjectRef::<AppArtifact>::new(name).within(namespace))
+    };
+    let injections = resolve::resolve(
+        namespace,
+        tenant.as_deref(),
+        &opt_in.artifacts,
+        lookup,
+        &signer,
+    )?;
+
+    let raw = serde_json::to_value(pod).map_err(|error| {
+        Denial::new(
+            "invalid_pod",
+            format!("the pod could not be read as JSON: {error}"),
+        )
+    })?;
+    let operations = patch::build(&raw, &opt_in, &injections, &state.settings.loader)?;
+    Ok(Some((operations, opt_in.artifacts)))
+}
+
+/// Returns the namespace's tenant label, from the cache or, on a miss, from the API server.
+async fn namespace_tenant(state: &WebhookState, namespace: &str) -> Option<String> {
+    let tenant_of = |labels: Option<&BTreeMap<String, String>>| {
+        labels.and_then(|labels| labels.get(TENANT_LABEL)).cloned()
+    };
+    if let Some(cached) = state
+        .namespaces
+        .get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(namespace))
+    {
+        return tenant_of(cached.metadata.labels.as_ref());
+    }
+    let api: Api<Namespace> = Api::all(state.client.clone());
+    match api.get_metadata_opt(namespace).await {
+        Ok(found) => found.and_then(|found| tenant_of(found.metadata.labels.as_ref())),
+        Err(error) => {
+            warn!(%error, namespace, "Reading the namespace failed");
+            None
+        }
+    }
+}
+
+fn with_operations(
+    response: AdmissionResponse,
+    operations: &[patch::Operation],
+) -> AdmissionResponse {
+    if operations.is_empty() {
+        return response;
+    }
+    let patch: json_patch::Patch = serde_json::to_value(operations)
+        .and_then(serde_json::from_value)
+        .expect("add operations with string paths must convert to a JSON patch");
+    response
+        .with_patch(patch)
+        .expect("a JSON patch must serialize")
+}
+
+fn deny(response: AdmissionResponse, denial: &Denial) -> AdmissionResponse {
+    let mut response = response.deny(&denial.message);
+    response.result.code = 403;
+    response.result.reason = "Forbidden".to_owned();
+    response
+}
+
+fn pod_name(request: &AdmissionRequest<DynamicObject>) -> String {
+    let metadata = request.object.as_ref().map(|pod| &pod.metadata);
+    metadata
+        .and_then(|metadata| {
+            metadata
+                .name
+                .clone()
+                .or_else(|| metadata.generate_name.clone())
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,258 @@
+//! Reads what a pod asks for from its labels and annotations.
+
+use std::collections::BTreeMap;
+
+use super::{
+    ADD_LOADER_ANNOTATION, ARTIFACTS_ANNOTATION, DEFAULT_LOADER_CONTAINER, Denial, INJECT_LABEL,
+    LOADER_CONTAINER_ANNOTATION,
+};
+use crate::crd::names::{is_dns_label, is_dns_subdomain};
+
+/// Most artifacts one pod may name. Each becomes four environment variables and a signature,
+/// and the annotation is read on every admission, so the list stays short.
+pub const MAX_ARTIFACTS: usize = 16;
+
+/// What an opted-in pod asks the webhook for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptIn {
+    /// AppArtifact names in the pod's namespace, without duplicates, in the annotation's order.
+    pub artifacts: Vec<String>,
+    /// Name of the loader init container.
+    pub loader_container: String,
+    /// Whether the webhook adds the loader when the pod has none.
+    pub add_loader: bool,
+}
+
+/// Reads the opt-in of a pod in `namespace`.
+///
+/// Returns `Ok(None)` for a pod that did not opt in, which the webhook admits unchanged.
+///
+/// # Errors
+///
+/// A [`Denial`] naming the annotation and the value at fault when the pod opted in but its
+/// annotations are malformed.
+pub fn read(
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<OptIn>, Denial> {
+    if labels.get(INJECT_LABEL).map(String::as_str) != Some("true") {
+        return Ok(None);
+    }
+
+    let artifacts = artifact_names(namespace, annotations.get(ARTIFACTS_ANNOTATION))?;
+    let loader_container = loader_container(annotations.get(LOADER_CONTAINER_ANNOTATION))?;
+    let add_loader = add_loader(annotations.get(ADD_LOADER_ANNOTATION))?;
+    Ok(Some(OptIn {
+        artifacts,
+        loader_container,
+        add_loader,
+    }))
+}
+
+fn artifact_names(namespace: &str, value: Option<&String>) -> Result<Vec<String>, Denial> {
+    let mut names: Vec<String> = Vec::new();
+    for entry in value.into_iter().flat_map(|value| value.split(',')) {
+        let name = entry.trim();
+        if name.is_empty() || names.iter().any(|known| known == name) {
+            continue;
+        }
+        check_name(namespace, name)?;
+        names.push(name.to_owned());
+        if names.len() > MAX_ARTIFACTS {
+            return Err(Denial::new(
+                "too_many_artifacts",
+                format!(
+                    "annotation {ARTIFACTS_ANNOTATION} names more than {MAX_ARTIFACTS} \
+                     AppArtifacts; a pod may use at most {MAX_ARTIFACTS}"
+                ),
+            ));
+        }
+    }
+
+    if names.is_empty() {
+        return Err(Denial::new(
+            "missing_annotation",
+            format!(
+                "the pod has label {INJECT_LABEL}=true but annotation {ARTIFACTS_ANNOTATION} \
+                 lists no AppArtifact; list the AppArtifact names it needs, separated by commas, \
+                 or remove the label"
+            ),
+        ));
+    }
+    Ok(names)
+}
+
+fn check_name(namespace: &str, name: &str) -> Result<(), Denial> {
+    if let Some((other, artifact)) = name.split_once('/') {
+        return Err(Denial::new(
+            "other_namespace",
+            format!(
+                "annotation {ARTIFACTS_ANNOTATION} names {other:?}/{artifact:?}, but a pod may \
+                 only use AppArtifacts of its own namespace {namespace}; create the AppArtifact \
+                 in {namespace} and list it by name alone"
+            ),
+        ));
+    }
+    if !is_dns_subdomain(name) {
+        return Err(Denial::new(
+            "invalid_name",
+            format!(
+                "annotation {ARTIFACTS_ANNOTATION} lists {name:?}, which is not an AppArtifact \
+                 name: use lowercase letters, digits, '-' and '.', at most 253 characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn loader_container(value: Option<&String>) -> Result<String, Denial> {
+    let Some(name) = value.map(|value| value.trim()) else {
+        return Ok(DEFAULT_LOADER_CONTAINER.to_owned());
+    };
+    if !is_dns_label(name) {
+        return Err(Denial::new(
+            "invalid_annotation",
+            format!(
+                "annotation {LOADER_CONTAINER_ANNOTATION} is {name:?}, which is not a container \
+                 name: use lowercase letters, digits and '-', at most 63 characters"
+            ),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn add_loader(value: Option<&String>) -> Result<bool, Denial> {
+    match value.map(|value| value.trim()) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(Denial::new(
+            "invalid_annotation",
+            format!(
+                "annotation {ADD_LOADER_ANNOTATION} is {other:?}; set it to \"true\" or \"false\""
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+        entries
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn opted_in(annotations: &[(&str, &str)]) -> Result<Option<OptIn>, Denial> {
+        read("shop", &map(&[(INJECT_LABEL, "true")]), &map(annotations))
+    }
+
+    #[test]
+    fn pod_without_label_is_not_opted_in() {
+        let annotations = map(&[(ARTIFACTS_ANNOTATION, "billing")]);
+        assert_eq!(read("shop", &BTreeMap::new(), &annotations), Ok(None));
+        let other = map(&[(INJECT_LABEL, "false")]);
+        assert_eq!(read("shop", &other, &annotations), Ok(None));
+    }
+
+    #[test]
+    fn names_are_trimmed_and_deduplicated_in_order() {
+        let opt_in = opted_in(&[(ARTIFACTS_ANNOTATION, " billing, ledger ,billing,,")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            opt_in,
+            OptIn {
+                artifacts: vec!["billing".to_owned(), "ledger".to_owned()],
+                loader_container: "loader".to_owned(),
+                add_loader: false,
+            }
+        );
+    }
+
+    #[test]
+    fn loader_annotations_are_read() {
+        let opt_in = opted_in(&[
+            (ARTIFACTS_ANNOTATION, "billing"),
+            (LOADER_CONTAINER_ANNOTATION, "fetch-jar"),
+            (ADD_LOADER_ANNOTATION, "true"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(opt_in.loader_container, "fetch-jar");
+        assert!(opt_in.add_loader);
+    }
+
+    #[test]
+    fn denial_table() {
+        let too_many = (0..=MAX_ARTIFACTS)
+            .map(|index| format!("app-{index}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (annotations, reason, needle) in [
+            (vec![], "missing_annotation", "lists no AppArtifact"),
+            (
+                vec![(ARTIFACTS_ANNOTATION, " , ")],
+                "missing_annotation",
+                "separated by commas",
+            ),
+            (
+                vec![(ARTIFACTS_ANNOTATION, "other/billing")],
+                "other_namespace",
+                "own namespace shop",
+            ),
+            (
+                vec![(ARTIFACTS_ANNOTATION, "../billing")],
+                "other_namespace",
+                "\"..\"",
+            ),
+            (
+                vec![(ARTIFACTS_ANNOTATION, "Billing")],
+                "invalid_name",
+                "\"Billing\"",
+            ),
+            (
+                vec![(ARTIFACTS_ANNOTATION, "bill\ning")],
+                "invalid_name",
+                "\"bill\\ning\"",
+            ),
+            (
+                vec![(ARTIFACTS_ANNOTATION, "b\u{e9}")],
+                "invalid_name",
+                "lowercase",
+            ),
+            (
+                vec![(ARTIFACTS_ANNOTATION, too_many.as_str())],
+                "too_many_artifacts",
+                "at most 16",
+            ),
+            (
+                vec![
+                    (ARTIFACTS_ANNOTATION, "billing"),
+                    (ADD_LOADER_ANNOTATION, "yes"),
+                ],
+                "invalid_annotation",
+                "\"yes\"",
+            ),
+            (
+                vec![
+                    (ARTIFACTS_ANNOTATION, "billing"),
+                    (LOADER_CONTAINER_ANNOTATION, "Loader"),
+                ],
+                "invalid_annotation",
+                "\"Loader\"",
+            ),
+        ] {
+            let denial = opted_in(&annotations).unwrap_err();
+            assert_eq!(denial.reason, reason, "{annotations:?}");
+            assert!(
+                denial.message.contains(needle),
+                "{annotations:?}: {}",
+                denial.message
+            );
+        }
+    }
+}
