@@ -18,6 +18,13 @@ use crate::{
     },
     registry::controller,
     telemetry::{LogFormat, Metrics},
+    webhook::{
+        admission::{self, InjectionSettings, WebhookState},
+        certs::{self, CertSettings},
+        configuration::{self, Endpoint, WebhookConfig},
+        patch::LoaderTemplate,
+        tls_server,
+    },
 };
 
 /// Stores application JARs in an OCI registry and injects pre-signed fetch URLs into pods.
@@ -112,7 +119,65 @@ pub struct RunArgs {
     /// `10m` or `1h`.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub artifact_verify_interval: Duration,
+
+    /// Base URL of the gateway as pods reach it. Default:
+    /// http://artifact-operator-gateway.{operator namespace}.svc:8080.
+    #[arg(long, value_name = "URL", env = "GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+
+    /// Lifetime of the URLs injected into pods, at most 7 days.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub artifact_url_ttl: Duration,
+
+    /// Address of the webhook's HTTPS listener.
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        env = "WEBHOOK_LISTEN",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub webhook_listen: std::net::SocketAddr,
+
+    /// Secret in the operator's namespace that keeps the webhook's CA and serving certificate.
+    /// It is created when missing.
+    #[arg(long, value_name = "NAME", default_value = certs::DEFAULT_SECRET_NAME)]
+    pub webhook_tls_secret: String,
+
+    /// Service through which the API server calls the webhook; the serving certificate names
+    /// it.
+    #[arg(long, value_name = "NAME", default_value = certs::DEFAULT_SERVICE_NAME)]
+    pub webhook_service: String,
+
+    /// IP address the serving certificate also names, for a webhook registered by URL.
+    /// Repeatable.
+    #[arg(long = "webhook-ip", value_name = "IP", value_delimiter = ',')]
+    pub webhook_ips: Vec<std::net::IpAddr>,
+
+    /// MutatingWebhookConfiguration whose caBundle the operator keeps current.
+    #[arg(long, value_name = "NAME", default_value = configuration::DEFAULT_NAME)]
+    pub webhook_configuration: String,
+
+    /// Register the webhook by this HTTPS URL, such as https://127.0.0.1:8443: the operator
+    /// then creates the MutatingWebhookConfiguration itself. For an operator outside the
+    /// cluster; in a cluster the Helm chart registers the webhook's Service.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+
+    /// Image of the loader init container the webhook adds to pods that ask for one. Its
+    /// entrypoint must be the artifact-operator binary.
+    #[arg(long, value_name = "IMAGE", env = "LOADER_IMAGE", default_value = DEFAULT_LOADER_IMAGE)]
+    pub loader_image: String,
+
+    /// Where an added loader puts the JARs; app containers see them there, read-only.
+    #[arg(long, value_name = "PATH", default_value = "/artifacts")]
+    pub loader_mount_path: String,
 }
+
+/// Default loader image: the operator's own image of this version.
+const DEFAULT_LOADER_IMAGE: &str = concat!(
+    "ghcr.io/cameleer/artifact-operator:",
+    env!("CARGO_PKG_VERSION")
+);
 
 /// Parses a duration such as `90s`, `10m` or `1h 30m`.
 pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
@@ -126,6 +191,44 @@ pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String
 }
 
 impl RunArgs {
+    /// Returns the gateway URL injected into pods.
+    pub fn gateway_url(&self) -> String {
+        self.gateway_url.clone().unwrap_or_else(|| {
+            format!(
+                "http://artifact-operator-gateway.{}.svc:8080",
+                self.operator_namespace
+            )
+        })
+    }
+
+    /// Returns the settings of the webhook's certificates.
+    pub fn cert_settings(&self) -> CertSettings {
+        let mut settings = CertSettings::new(self.operator_namespace.clone());
+        settings.secret_name = self.webhook_tls_secret.clone();
+        settings.dns_names = vec![
+            format!("{}.{}.svc", self.webhook_service, self.operator_namespace),
+            format!(
+                "{}.{}.svc.cluster.local",
+                self.webhook_service, self.operator_namespace
+            ),
+        ];
+        settings.ip_addresses = self.webhook_ips.clone();
+        settings.webhook_configuration = Some(self.webhook_configuration.clone());
+        settings
+    }
+
+    /// Returns what the webhook puts into pods.
+    pub fn injection_settings(&self) -> InjectionSettings {
+        InjectionSettings {
+            gateway_url: self.gateway_url(),
+            url_ttl: self.artifact_url_ttl,
+            loader: LoaderTemplate {
+                image: self.loader_image.clone(),
+                mount_path: self.loader_mount_path.clone(),
+            },
+        }
+    }
+
     /// Builds the address policy of URL sources from the flags and the cluster's ranges.
     pub fn address_policy(&self, cluster_ranges: Vec<IpNet>) -> AddressPolicy {
         let policy = AddressPolicy::new(cluster_ranges);
@@ -182,8 +285,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     key_settings.secret_name = args.signing_key_secret.clone();
     key_settings.rotation_interval = args.signing_key_rotation;
     let registry_settings = controller::Settings {
-        operator_namespace: args.operator_namespace,
-        traefik_namespace: args.traefik_namespace,
+        operator_namespace: args.operator_namespace.clone(),
+        traefik_namespace: args.traefik_namespace.clone(),
         watch_namespace: args.watch_namespace.clone(),
     };
 
@@ -196,25 +299,18 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
 
     let keys = keys::start(client.clone(), key_settings, stop_signal()).await?;
-    let listener = tokio::net::TcpListener::bind(args.gateway_listen)
-        .await
-        .map_err(|source| Error::GatewayListen {
-            address: args.gateway_listen,
-            source,
-        })?;
-    if let Ok(address) = listener.local_addr() {
-        info!(%address, "Gateway listening");
-    }
     let artifacts_cache = server::artifact_cache(
         client.clone(),
         args.watch_namespace.as_deref(),
         stop_signal(),
     )
     .await;
+
+    let listener = bind("gateway", "--gateway-listen", args.gateway_listen).await?;
     let gateway_state = Arc::new(server::GatewayState {
         client: client.clone(),
-        artifacts: artifacts_cache,
-        keys,
+        artifacts: artifacts_cache.clone(),
+        keys: keys.clone(),
         metrics: metrics.clone(),
     });
     let gateway = tokio::spawn(server::serve(
@@ -222,6 +318,26 @@ pub async fn run(args: RunArgs) -> Result<()> {
         server::router(gateway_state),
         stop_signal(),
     ));
+
+    let certs = certs::start(client.clone(), args.cert_settings(), stop_signal()).await?;
+    let webhook_state = Arc::new(WebhookState {
+        client: client.clone(),
+        artifacts: artifacts_cache,
+        namespaces: admission::namespace_cache(client.clone(), stop_signal()).await,
+        keys,
+        settings: args.injection_settings(),
+        metrics: metrics.clone(),
+    });
+    let listener = bind("webhook", "--webhook-listen", args.webhook_listen).await?;
+    let webhook_certs = certs.clone();
+    let webhook_stop = stop_signal();
+    let webhook = tokio::spawn(async move {
+        let router = admission::router(webhook_state);
+        tls_server::serve_tls(listener, router, &webhook_certs, webhook_stop).await
+    });
+    if let Some(url) = &args.webhook_url {
+        register_webhook(&client, &args, url, certs.ca_bundle_pem()).await?;
+    }
 
     let registry_context = Arc::new(controller::Context::new(client.clone(), registry_settings));
     let artifact_context = Arc::new(artifact_controller::Context::new(
@@ -239,23 +355,68 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // reflector store is ready. A shutdown that arrives before the first list completes stops
     // the watch, so the store never becomes ready and the graceful shutdown never ends. The
     // wait is therefore bounded; the cli_run test shuts down that early on purpose.
-    let all = async { tokio::join!(registries, artifacts, gateway) };
+    let all = async { tokio::join!(registries, artifacts, gateway, webhook) };
     match tokio::time::timeout(SHUTDOWN_GRACE, all).await {
-        Ok((registries, artifacts, gateway)) => {
+        Ok((registries, artifacts, gateway, webhook)) => {
             for (name, result) in [("registry", registries), ("AppArtifact", artifacts)] {
                 if let Err(error) = result {
                     warn!(%error, controller = name, "A controller task failed");
                 }
             }
-            match gateway {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => warn!(%error, "The gateway failed"),
-                Err(error) => warn!(%error, "The gateway task failed"),
+            for (name, result) in [("gateway", gateway), ("webhook", webhook)] {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => warn!(%error, listener = name, "A listener failed"),
+                    Err(error) => warn!(%error, listener = name, "A listener task failed"),
+                }
             }
         }
         Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "The operator did not stop in time"),
     }
     info!("Operator stopped");
+    Ok(())
+}
+
+async fn bind(
+    listener: &'static str,
+    flag: &'static str,
+    address: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener> {
+    let bound = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| Error::Listen {
+            listener,
+            flag,
+            address,
+            source,
+        })?;
+    if let Ok(address) = bound.local_addr() {
+        info!(%address, listener, "Listening");
+    }
+    Ok(bound)
+}
+
+/// Creates the MutatingWebhookConfiguration that sends pods to `url`.
+async fn register_webhook(
+    client: &kube::Client,
+    args: &RunArgs,
+    url: &str,
+    ca_bundle: String,
+) -> Result<()> {
+    let mut config = WebhookConfig::new(
+        Endpoint::Url(url.to_owned()),
+        ca_bundle,
+        &args.operator_namespace,
+    );
+    config.name = args.webhook_configuration.clone();
+    config.only_namespaces = args.watch_namespace.iter().cloned().collect();
+    configuration::apply(client, &config)
+        .await
+        .map_err(|source| Error::WebhookRegistration {
+            name: config.name.clone(),
+            source,
+        })?;
+    info!(configuration = %config.name, %url, "Registered the webhook");
     Ok(())
 }
 

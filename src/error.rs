@@ -26,13 +26,27 @@ pub enum Error {
     #[error("failed to load the URL signing keys: {0}")]
     SigningKeys(#[from] crate::gateway::keys::KeyError),
 
-    #[error(
-        "failed to listen on {address} for the gateway: {source}; choose another --gateway-listen"
-    )]
-    GatewayListen {
+    #[error("failed to listen on {address} for the {listener}: {source}; choose another {flag}")]
+    Listen {
+        /// `gateway` or `webhook`.
+        listener: &'static str,
+        flag: &'static str,
         address: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
+    },
+
+    #[error("failed to load the webhook certificates: {0}")]
+    WebhookCerts(#[from] crate::webhook::certs::CertError),
+
+    #[error(
+        "failed to register the webhook in MutatingWebhookConfiguration {name}: {source}; check \
+         that the operator may patch mutatingwebhookconfigurations"
+    )]
+    WebhookRegistration {
+        name: String,
+        #[source]
+        source: kube::Error,
     },
 }
 
@@ -44,7 +58,9 @@ impl Error {
             Error::Client { .. } => "client",
             Error::ServerVersion { .. } => "server_version",
             Error::SigningKeys(_) => "signing_keys",
-            Error::GatewayListen { .. } => "gateway_listen",
+            Error::Listen { .. } => "listen",
+            Error::WebhookCerts(_) => "webhook_certs",
+            Error::WebhookRegistration { .. } => "webhook_registration",
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct WebhookConfig {
     /// Namespaces whose pods never reach the webhook: `kube-system` and the operator's own, so
     /// that a broken webhook can never block the pods that would repair it.
     pub excluded_namespaces: Vec<String>,
+    /// When not empty, only pods of these namespaces reach the webhook, as for an operator
+    /// that watches one namespace.
+    pub only_namespaces: Vec<String>,
 }
 
 impl WebhookConfig {
@@ -65,6 +68,7 @@ impl WebhookConfig {
             endpoint,
             ca_bundle,
             excluded_namespaces: vec!["kube-system".to_owned(), operator_namespace.to_owned()],
+            only_namespaces: Vec::new(),
         }
     }
 }
@@ -115,14 +119,7 @@ pub fn build(config: &WebhookConfig) -> MutatingWebhookConfiguration {
             )])),
             match_expressions: None,
         }),
-        namespace_selector: Some(LabelSelector {
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: NAMESPACE_NAME_LABEL.to_owned(),
-                operator: "NotIn".to_owned(),
-                values: Some(config.excluded_namespaces.clone()),
-            }]),
-            match_labels: None,
-        }),
+        namespace_selector: Some(namespace_selector(config)),
         failure_policy: Some("Fail".to_owned()),
         match_policy: Some("Equivalent".to_owned()),
         reinvocation_policy: Some("IfNeeded".to_owned()),
@@ -141,6 +138,22 @@ pub fn build(config: &WebhookConfig) -> MutatingWebhookConfiguration {
             ..ObjectMeta::default()
         },
         webhooks: Some(vec![webhook]),
+    }
+}
+
+fn namespace_selector(config: &WebhookConfig) -> LabelSelector {
+    let requirement = |operator: &str, values: &[String]| LabelSelectorRequirement {
+        key: NAMESPACE_NAME_LABEL.to_owned(),
+        operator: operator.to_owned(),
+        values: Some(values.to_vec()),
+    };
+    let mut expressions = vec![requirement("NotIn", &config.excluded_namespaces)];
+    if !config.only_namespaces.is_empty() {
+        expressions.push(requirement("In", &config.only_namespaces));
+    }
+    LabelSelector {
+        match_expressions: Some(expressions),
+        match_labels: None,
     }
 }
 
@@ -209,6 +222,21 @@ mod tests {
                 "sideEffects": "None",
                 "timeoutSeconds": 5,
             })
+        );
+    }
+
+    #[test]
+    fn watched_namespace_narrows_the_selector() {
+        let mut config = WebhookConfig::new(
+            Endpoint::Url("https://127.0.0.1:8443".to_owned()),
+            String::new(),
+            "ops",
+        );
+        config.only_namespaces = vec!["shop".to_owned()];
+        let rendered = serde_json::to_value(build(&config)).unwrap();
+        assert_eq!(
+            rendered["webhooks"][0]["namespaceSelector"]["matchExpressions"][1],
+            json!({ "key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop"] })
         );
     }
 
