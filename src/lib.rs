@@ -19,5 +19,6 @@ pub mod registry;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod webhook;
 
 pub use error::{Error, Result};
