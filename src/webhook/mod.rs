@@ -1,3 +1,4 @@
 //! The mutating admission webhook.
 
 pub mod certs;
+pub mod tls_server;
