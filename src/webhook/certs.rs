@@ -285,7 +285,7 @@ impl CertHandle {
     }
 
     /// Switches to `certs` when they differ from the current ones; returns whether they did.
-    fn set(&self, certs: StoredCerts) -> bool {
+    pub(crate) fn set(&self, certs: StoredCerts) -> bool {
         if self.loaded().certs == certs {
             return false;
         }
