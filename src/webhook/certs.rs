@@ -350,7 +350,6 @@ pub async fn start(
     settings: CertSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<CertHandle, CertError> {
-    settings.validate()?;
     let certs = check(&client, &settings, Timestamp::now()).await?;
     let handle = CertHandle::new(certs);
     info!(secret = %settings.secret_name, namespace = %settings.namespace, "Loaded the webhook certificates");
@@ -363,13 +362,14 @@ pub async fn start(
     Ok(handle)
 }
 
-/// Reads the Secret, applies due renewals, writes it back when it changed, and returns the
-/// certificates.
+/// Validates the settings, reads the Secret, applies due renewals, writes it back when it
+/// changed, and returns the certificates.
 pub async fn check(
     client: &Client,
     settings: &CertSettings,
     now: Timestamp,
 ) -> Result<StoredCerts, CertError> {
+    settings.validate()?;
     let api: Api<Secret> = Api::namespaced(client.clone(), &settings.namespace);
     let kube_error = |action: &'static str| {
         move |source| CertError::Kube {

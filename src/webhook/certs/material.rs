@@ -60,8 +60,9 @@ impl fmt::Debug for PrivateKeyPem {
     }
 }
 
-/// One parsed X.509 certificate with the fields that renewal decisions read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One parsed X.509 certificate with the fields that renewal decisions read. Its `Debug`
+/// output leaves out the PEM and DER, so that logging it never prints a certificate.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Certificate {
     pem: String,
     der: CertificateDer<'static>,
@@ -126,6 +127,18 @@ impl Certificate {
         parse_x509(&self.der)
             .map(|x509| x509.public_key().raw.to_vec())
             .unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Certificate")
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("is_ca", &self.is_ca)
+            .field("subject_alt_names", &self.subject_alt_names)
+            .finish_non_exhaustive()
     }
 }
 

@@ -490,10 +490,11 @@ fn secret_two_certificates_in_one_key_rejected() {
 }
 
 #[test]
-fn private_key_debug_is_redacted() {
+fn debug_output_shows_no_pem() {
     let certs = generated(&settings());
     let debug = format!("{certs:?}");
     assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+    assert!(!debug.contains("CERTIFICATE"), "{debug}");
     assert!(debug.contains("[redacted]"), "{debug}");
 }
 
