@@ -8,7 +8,7 @@ mod support;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use artifact_operator::webhook::{
-    certs::{self, CertHandle, CertSettings, material::ServingIssuer},
+    certs::{self, CertHandle, CertSettings, ca_bundle, material::ServingIssuer},
     tls_server::serve_tls,
 };
 use axum::{Json, Router, extract::State, routing::get, routing::post};
@@ -24,7 +24,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::{Value, json};
@@ -502,6 +502,38 @@ async fn recreated_configuration_is_repatched() {
         async move { published_bundle(&client, &configuration).await == bundle }
     })
     .await;
+}
+
+#[tokio::test]
+async fn stale_bundle_patch_conflicts() {
+    let (client, namespace) = client_and_namespace("certs-conflict").await;
+    let name = unique_name("certs-conflict");
+    let _guard = create_configuration(
+        &client,
+        &name,
+        &namespace,
+        &unique_name("certs-conflict-unused"),
+        "https://127.0.0.1:9/unused",
+        "Ignore",
+    )
+    .await;
+    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let stale = api.get(&name).await.unwrap();
+    let label = json!({ "metadata": { "labels": { "changed": "true" } } });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+
+    let (patch, _) = ca_bundle::ca_bundle_patch(&stale, b"PEM").unwrap();
+    let error = api
+        .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, kube::Error::Api(status) if status.code == 409),
+        "{error}"
+    );
+    assert_eq!(published_bundle(&client, &name).await, "");
 }
 
 const MUTATED_ANNOTATION: &str = "certs-test.artifacts.cameleer.io/mutated";

@@ -2,7 +2,8 @@
 //! `MutatingWebhookConfiguration`.
 //!
 //! The update is a strategic merge patch that lists each webhook whose `caBundle` differs, by
-//! its `name` (the list's merge key), with only `clientConfig.caBundle`, and that carries the
+//! its `name` (the list's `patchMergeKey` in k8s.io/api `admissionregistration/v1`), with only
+//! `clientConfig.caBundle`, and that carries the
 //! configuration's `metadata.resourceVersion`. The API server merges the entries by name, so
 //! every other field of the webhooks, including ones newer than our API types, is left
 //! as it is. The resourceVersion makes the API server reject the patch with 409 Conflict when
