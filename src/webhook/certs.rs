@@ -92,8 +92,9 @@ pub struct CertSettings {
     /// Remaining lifetime at which a CA rollover starts.
     pub ca_renew_before: Duration,
     /// Time between adding a new CA to the bundle and re-issuing the serving certificate with
-    /// it. It must exceed the time every replica needs to read the Secret and publish the
-    /// bundle, so at least `check_interval`.
+    /// it. It should exceed the time every replica needs to read the Secret and publish the
+    /// bundle. A watch event usually brings a change within seconds, and `check_interval`
+    /// bounds the delay when the watch fails; [`CertSettings::validate`] does not check this.
     pub bundle_propagation: Duration,
     /// Interval between reads of the Secret when no watch event arrives.
     pub check_interval: Duration,
