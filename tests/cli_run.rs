@@ -3,8 +3,8 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    io::{BufRead, BufReader, Write},
+    process::{Child, Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
@@ -28,43 +28,114 @@ fn version_prints_crate_version() {
     assert!(text.contains("1.33 to 1.37"), "{text}");
 }
 
-#[test]
-fn run_logs_server_version_and_stops_on_sigterm() {
-    let env = TestEnv::load();
-    // The operator's namespace keeps its signing key Secret; it must exist.
-    let operator_namespace = support::unique_name("cli-operator");
-    let created = Command::new(env.var("TESTENV_KUBECTL"))
-        .args(["create", "namespace", &operator_namespace])
+/// A running `artifact-operator run` whose log lines arrive on `lines`.
+struct Operator {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Operator {
+    /// Starts the operator on its own namespaces, with JSON logs.
+    fn start(
+        env: &TestEnv,
+        operator_namespace: &str,
+        watch_namespace: &str,
+        extra: &[&str],
+    ) -> Self {
+        let mut child = Command::new(BINARY)
+            .arg("run")
+            // A namespace of its own keeps this operator away from other tests' objects.
+            .args(["--watch-namespace", watch_namespace])
+            .args(["--operator-namespace", operator_namespace])
+            .args(["--gateway-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("KUBECONFIG", env.kubeconfig())
+            .env("RUST_LOG", "info")
+            .env("LOG_FORMAT", "json")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines_tx, lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn wait_for_line(&self, needle: &str) -> String {
+        wait_for_line(&self.lines, needle)
+    }
+
+    /// Sends SIGTERM and checks that the operator exits 0 after a graceful stop.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = wait_with_deadline(&mut self.child, Duration::from_secs(30), &self.lines);
+        assert!(
+            exit.success(),
+            "the operator must exit 0 on SIGTERM, got {exit}"
+        );
+        self.wait_for_line("Operator stopped");
+    }
+}
+
+fn kubectl(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(env.var("TESTENV_KUBECTL"))
+        .args(args)
         .env("KUBECONFIG", env.kubeconfig())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn create_namespace(env: &TestEnv, name: &str, labels: &[&str]) {
+    let created = kubectl(env, &["create", "namespace", name], None);
     assert!(
         created.status.success(),
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
-    let mut child = Command::new(BINARY)
-        .arg("run")
-        // A namespace of its own keeps this operator away from other tests' objects.
-        .args(["--watch-namespace", &support::unique_name("cli")])
-        .args(["--operator-namespace", &operator_namespace])
-        .args(["--gateway-listen", "127.0.0.1:0"])
-        .env("KUBECONFIG", env.kubeconfig())
-        .env("RUST_LOG", "info")
-        .env("LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    for label in labels {
+        let labeled = kubectl(env, &["label", "namespace", name, label], None);
+        assert!(
+            labeled.status.success(),
+            "{}",
+            String::from_utf8_lossy(&labeled.stderr)
+        );
+    }
+}
 
-    let (lines_tx, lines_rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+#[test]
+fn run_logs_server_version_and_stops_on_sigterm() {
+    let env = TestEnv::load();
+    // The operator's namespace keeps its signing key Secret; it must exist.
+    let operator_namespace = support::unique_name("cli-operator");
+    create_namespace(&env, &operator_namespace, &[]);
+    let operator = Operator::start(
+        &env,
+        &operator_namespace,
+        &support::unique_name("cli"),
+        &["--webhook-listen", "127.0.0.1:0"],
+    );
 
-    let connected = wait_for_line(&lines_rx, "Connected to API server");
+    let connected = operator.wait_for_line("Connected to API server");
     let record: serde_json::Value = serde_json::from_str(&connected).unwrap();
     assert_eq!(record["level"], "INFO");
     assert!(
@@ -72,19 +143,88 @@ fn run_logs_server_version_and_stops_on_sigterm() {
         "{connected}"
     );
 
-    wait_for_line(&lines_rx, "Gateway listening");
-    wait_for_line(&lines_rx, "Operator started");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = wait_with_deadline(&mut child, Duration::from_secs(30), &lines_rx);
-    assert!(
-        exit.success(),
-        "the operator must exit 0 on SIGTERM, got {exit}"
+    operator.wait_for_line(r#""listener":"gateway""#);
+    operator.wait_for_line(r#""listener":"webhook""#);
+    operator.wait_for_line("Operator started");
+    operator.stop();
+}
+
+/// With `--webhook-url` the operator registers its webhook, and the API server sends it the
+/// pods of the watched namespace.
+#[test]
+fn run_registers_webhook_by_url() {
+    let env = TestEnv::load();
+    let operator_namespace = support::unique_name("cli-operator");
+    create_namespace(&env, &operator_namespace, &[]);
+    let namespace = support::unique_name("cli-shop");
+    create_namespace(&env, &namespace, &["artifacts.cameleer.io/tenant=acme"]);
+    let configuration = support::unique_name("cli-webhook");
+    // The URL must be known before the listener exists, so the test picks a free port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
+    let operator = Operator::start(
+        &env,
+        &operator_namespace,
+        &namespace,
+        &[
+            "--webhook-listen",
+            &listen,
+            "--webhook-ip",
+            "127.0.0.1",
+            "--webhook-url",
+            &url,
+            "--webhook-configuration",
+            &configuration,
+        ],
     );
-    wait_for_line(&lines_rx, "Operator stopped");
+    operator.wait_for_line("Registered the webhook");
+    operator.wait_for_line("Operator started");
+
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "shop",
+            "namespace": namespace,
+            "labels": { "artifacts.cameleer.io/inject": "true" },
+            "annotations": { "artifacts.cameleer.io/artifacts": "missing" },
+        },
+        "spec": {
+            "initContainers": [{ "name": "loader", "image": "registry.test/curl:1" }],
+            "containers": [{ "name": "app", "image": "registry.test/app:1" }],
+        },
+    })
+    .to_string();
+    let expected = format!("AppArtifact {namespace}/missing does not exist");
+    // The API server picks up the new configuration, and the namespace's default
+    // ServiceAccount appears, a moment after they are created.
+    let mut last = String::new();
+    for _ in 0..300 {
+        let output = kubectl(&env, &["create", "--dry-run=server", "-f", "-"], Some(&pod));
+        last = String::from_utf8_lossy(&output.stderr).into_owned();
+        if last.contains(&expected) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(last.contains(&expected), "{last}");
+
+    operator.stop();
+    let deleted = kubectl(
+        &env,
+        &["delete", "mutatingwebhookconfiguration", &configuration],
+        None,
+    );
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
 }
 
 #[test]

@@ -105,8 +105,7 @@ impl Harness {
         let keys = keys::start(client.clone(), key_settings, stop_all())
             .await
             .unwrap();
-        let artifacts =
-            gateway::artifact_cache(client.clone(), Some(&namespace), stop_all()).await;
+        let artifacts = gateway::artifact_cache(client.clone(), Some(&namespace), stop_all()).await;
         let namespaces = admission::namespace_cache(client.clone(), stop_all()).await;
         let metrics = Arc::new(Metrics::default());
 
@@ -249,13 +248,18 @@ impl Harness {
         };
         for _ in 0..300 {
             match self.pods().create(&params, &pod).await {
-                Err(kube::Error::Api(status)) if status.message.contains("probe-not-an-artifact") => {
+                Err(kube::Error::Api(status))
+                    if status.message.contains("probe-not-an-artifact") =>
+                {
                     return;
                 }
                 Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        panic!("the API server never called the webhook for {}", self.namespace);
+        panic!(
+            "the API server never called the webhook for {}",
+            self.namespace
+        );
     }
 
     async fn stop(self) {
@@ -361,7 +365,10 @@ async fn deployment_pod(harness: &Harness, app: &str) -> Pod {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("no pod of Deployment {app} appeared in {}", harness.namespace);
+    panic!(
+        "no pod of Deployment {app} appeared in {}",
+        harness.namespace
+    );
 }
 
 async fn create_deployment(harness: &Harness, app: &str, artifacts: &[&str]) {
@@ -401,26 +408,44 @@ async fn deployment_pod_gets_url_that_downloads_the_jar() {
     create_deployment(&harness, "web", &["camel"]).await;
 
     let pod = deployment_pod(&harness, "web").await;
-    assert_eq!(pod.metadata.generate_name.as_deref().map(|n| n.starts_with("web-")), Some(true));
+    assert_eq!(
+        pod.metadata
+            .generate_name
+            .as_deref()
+            .map(|n| n.starts_with("web-")),
+        Some(true)
+    );
     let env = env_of(init_container(&pod, "loader"));
     assert_eq!(env["ARTIFACT_DIGEST"], expected);
     assert_eq!(env["ARTIFACT_SIZE"], jar.len().to_string());
     assert_eq!(env["ARTIFACT_FILENAME"], "camel-core-1.0.jar");
     let annotations = pod.metadata.annotations.clone().unwrap();
-    assert_eq!(annotations[INJECTED_ANNOTATION], format!("camel={expected}"));
+    assert_eq!(
+        annotations[INJECTED_ANNOTATION],
+        format!("camel={expected}")
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let url = env["ARTIFACT_URL"].clone();
     let curl_file = dir.path().join("curl.jar");
     let downloaded = curl_file.clone();
     tokio::task::spawn_blocking(move || {
-        run_blocking(Command::new("curl").args(["-fsSL", &url, "-o"]).arg(&downloaded))
+        run_blocking(
+            Command::new("curl")
+                .args(["-fsSL", &url, "-o"])
+                .arg(&downloaded),
+        )
     })
     .await
     .unwrap();
-    assert_eq!(format!("sha256:{}", sha256_hex(&std::fs::read(&curl_file).unwrap())), expected);
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(&std::fs::read(&curl_file).unwrap())),
+        expected
+    );
 
+    // The loader writes into an existing directory, as into a pod's emptyDir.
     let output_dir = dir.path().join("loader/");
+    std::fs::create_dir(&output_dir).unwrap();
     let loader_env = env.clone();
     let output = output_dir.clone();
     tokio::task::spawn_blocking(move || {
@@ -442,8 +467,12 @@ async fn deployment_pod_gets_url_that_downloads_the_jar() {
 #[tokio::test]
 async fn added_loader_serves_two_artifacts() {
     let harness = Harness::start().await;
-    let billing = harness.ready_artifact("billing", "billing", b"PK\x03\x04billing").await;
-    let ledger = harness.ready_artifact("ledger", "ledger", b"PK\x03\x04ledger!").await;
+    let billing = harness
+        .ready_artifact("billing", "billing", b"PK\x03\x04billing")
+        .await;
+    let ledger = harness
+        .ready_artifact("ledger", "ledger", b"PK\x03\x04ledger!")
+        .await;
 
     let pod = harness
         .create_pod(pod_json(&["billing", "ledger"], true, true))
@@ -452,15 +481,25 @@ async fn added_loader_serves_two_artifacts() {
 
     let first = init_container(&pod, "loader-1");
     assert_eq!(first.image.as_deref(), Some(LOADER_IMAGE));
-    assert_eq!(env_of(first)["ARTIFACT_BILLING_DIGEST"], billing.layer.digest.to_string());
+    assert_eq!(
+        env_of(first)["ARTIFACT_BILLING_DIGEST"],
+        billing.layer.digest.to_string()
+    );
     let second = env_of(init_container(&pod, "loader-2"));
-    assert_eq!(second["ARTIFACT_LEDGER_DIGEST"], ledger.layer.digest.to_string());
+    assert_eq!(
+        second["ARTIFACT_LEDGER_DIGEST"],
+        ledger.layer.digest.to_string()
+    );
     let security = first.security_context.as_ref().unwrap();
     assert_eq!(security.run_as_non_root, Some(true));
     assert_eq!(security.allow_privilege_escalation, Some(false));
 
     let spec = pod.spec.unwrap();
-    let volume = spec.volumes.unwrap().into_iter().find(|v| v.name == "artifact-operator-jars");
+    let volume = spec
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "artifact-operator-jars");
     let size_limit = volume.unwrap().empty_dir.unwrap().size_limit.unwrap();
     let expected = billing.layer.size + ledger.layer.size + 1024 * 1024;
     assert_eq!(size_limit.0, expected.to_string());
@@ -473,7 +512,9 @@ async fn added_loader_serves_two_artifacts() {
 #[tokio::test]
 async fn reinvocation_adds_nothing_twice() {
     let harness = Harness::start_with(true).await;
-    harness.ready_artifact("billing", "billing", b"PK\x03\x04billing").await;
+    harness
+        .ready_artifact("billing", "billing", b"PK\x03\x04billing")
+        .await;
     let before = harness.metrics.encode();
 
     let pod = harness
@@ -491,12 +532,25 @@ async fn reinvocation_adds_nothing_twice() {
         .collect();
     assert_eq!(
         names,
-        ["ARTIFACT_URL", "ARTIFACT_DIGEST", "ARTIFACT_SIZE", "ARTIFACT_FILENAME"]
+        [
+            "ARTIFACT_URL",
+            "ARTIFACT_DIGEST",
+            "ARTIFACT_SIZE",
+            "ARTIFACT_FILENAME"
+        ]
     );
     // The first call injected; the reinvocation after the label was added found nothing to do.
     let after = harness.metrics.encode();
-    assert_eq!(count(&after, "injected") - count(&before, "injected"), 1.0, "{after}");
-    assert_eq!(count(&after, "allowed") - count(&before, "allowed"), 1.0, "{after}");
+    assert_eq!(
+        count(&after, "injected") - count(&before, "injected"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        count(&after, "allowed") - count(&before, "allowed"),
+        1.0,
+        "{after}"
+    );
     harness.stop().await;
 }
 
@@ -517,7 +571,12 @@ async fn pod_without_label_is_untouched() {
         .await
         .unwrap();
     assert!(init_container(&pod, "loader").env.is_none());
-    assert!(!pod.metadata.annotations.unwrap().contains_key(INJECTED_ANNOTATION));
+    assert!(
+        !pod.metadata
+            .annotations
+            .unwrap()
+            .contains_key(INJECTED_ANNOTATION)
+    );
     harness.stop().await;
 }
 
@@ -534,7 +593,8 @@ async fn pods_naming_unusable_artifacts_are_denied() {
     }
     .create(&harness.client, &harness.namespace)
     .await;
-    let foreign = stored_artifact::push(&harness.env, "globex", "billing", "1.0", b"PK\x03\x04g").await;
+    let foreign =
+        stored_artifact::push(&harness.env, "globex", "billing", "1.0", b"PK\x03\x04g").await;
     StoredArtifact {
         name: "foreign",
         tenant: "globex",
@@ -548,10 +608,19 @@ async fn pods_naming_unusable_artifacts_are_denied() {
 
     let namespace = &harness.namespace;
     for (artifacts, expected) in [
-        (&["missing"][..], format!("AppArtifact {namespace}/missing does not exist")),
-        (&["pending"][..], format!("AppArtifact {namespace}/pending is not Ready (SourceNotFound")),
+        (
+            &["missing"][..],
+            format!("AppArtifact {namespace}/missing does not exist"),
+        ),
+        (
+            &["pending"][..],
+            format!("AppArtifact {namespace}/pending is not Ready (SourceNotFound"),
+        ),
         (&["foreign"][..], "belongs to tenant globex".to_owned()),
-        (&["other/billing"][..], format!("only use AppArtifacts of its own namespace {namespace}")),
+        (
+            &["other/billing"][..],
+            format!("only use AppArtifacts of its own namespace {namespace}"),
+        ),
     ] {
         let message = harness.denial(pod_json(artifacts, true, false)).await;
         assert!(message.contains(&expected), "{artifacts:?}: {message}");
@@ -572,7 +641,10 @@ async fn denial_reaches_replica_set_events() {
         let found = list.items.iter().find(|event| {
             event.involved_object.kind.as_deref() == Some("ReplicaSet")
                 && event.reason.as_deref() == Some("FailedCreate")
-                && event.message.as_deref().is_some_and(|m| m.contains(&expected))
+                && event
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains(&expected))
         });
         if found.is_some() {
             harness.stop().await;

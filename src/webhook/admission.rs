@@ -1,9 +1,10 @@
 //! The webhook's HTTP handler: reads an admission review for a pod, resolves what the pod asks
 //! for and answers with a JSON patch or a denial.
 //!
-//! Reads come from reflector caches so that admission costs no API server round trip, except
-//! for one case: a namespace missing from the cache may have been created a moment ago, so it
-//! is read live before the pod is refused.
+//! Reads come from reflector caches so that admission costs no API server round trip. A cache
+//! may lag the API server by a moment, so before a pod is refused because a namespace or an
+//! AppArtifact is missing or not Ready, the webhook reads them live: a refusal is always based
+//! on the current state.
 
 use std::{
     collections::BTreeMap,
@@ -158,18 +159,20 @@ async fn inject(
         ttl: state.settings.url_ttl,
         now: Timestamp::now(),
     };
-    let lookup = |name: &str| {
+    let cached = |name: &str| {
         state
             .artifacts
             .get(&ObjectRef::<AppArtifact>::new(name).within(namespace))
     };
-    let injections = resolve::resolve(
-        namespace,
-        tenant.as_deref(),
-        &opt_in.artifacts,
-        lookup,
-        &signer,
-    )?;
+    let names = &opt_in.artifacts;
+    let injections = match resolve::resolve(namespace, tenant.as_deref(), names, cached, &signer) {
+        Err(denial) if STALE_CACHE_REASONS.contains(&denial.reason) => {
+            let live = read_artifacts(state, namespace, names).await?;
+            let lookup = |name: &str| live.get(name).cloned();
+            resolve::resolve(namespace, tenant.as_deref(), names, lookup, &signer)?
+        }
+        resolved => resolved?,
+    };
 
     let raw = serde_json::to_value(pod).map_err(|error| {
         Denial::new(
@@ -179,6 +182,37 @@ async fn inject(
     })?;
     let operations = patch::build(&raw, &opt_in, &injections, &state.settings.loader)?;
     Ok(Some((operations, opt_in.artifacts)))
+}
+
+/// Denials that a cache lagging behind the API server could cause: the AppArtifact was created,
+/// or became Ready, a moment ago.
+const STALE_CACHE_REASONS: [&str; 2] = ["artifact_not_found", "artifact_not_ready"];
+
+/// Reads the named AppArtifacts from the API server, before a pod is refused on the cache's
+/// word.
+async fn read_artifacts(
+    state: &WebhookState,
+    namespace: &str,
+    names: &[String],
+) -> Result<BTreeMap<String, Arc<AppArtifact>>, Denial> {
+    let api: Api<AppArtifact> = Api::namespaced(state.client.clone(), namespace);
+    let mut found = BTreeMap::new();
+    for name in names {
+        let artifact = api.get_opt(name).await.map_err(|error| {
+            warn!(%error, namespace, name, "Reading the AppArtifact failed");
+            Denial::new(
+                "api_unavailable",
+                format!(
+                    "AppArtifact {namespace}/{name} could not be read from the API server \
+                     ({error}); the pod can be created again once the API server answers"
+                ),
+            )
+        })?;
+        if let Some(artifact) = artifact {
+            found.insert(name.clone(), Arc::new(artifact));
+        }
+    }
+    Ok(found)
 }
 
 /// Returns the namespace's tenant label, from the cache or, on a miss, from the API server.
