@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::{process::Command, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use artifact_operator::{
     artifact::{address_policy::AddressPolicy, controller as artifact_controller},
@@ -13,7 +13,7 @@ use artifact_operator::{
         keys::{self, KeySettings},
         server::{self, GatewayState},
     },
-    oci::{ArtifactCoordinates, Credentials, RegistryClient, RegistryConfig, TlsRoots},
+    oci::ArtifactCoordinates,
     registry::controller as registry_controller,
     telemetry::Metrics,
 };
@@ -32,7 +32,9 @@ use kube::{
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{TestEnv, create_labeled_namespace, install_crds, sha256_hex, unique_name};
+use support::{
+    TestEnv, create_labeled_namespace, install_crds, merge_json, sha256_hex, unique_name,
+};
 use tokio::sync::oneshot;
 
 /// Upper bound for the controllers to reach an expected state.
@@ -122,7 +124,7 @@ impl Harness {
             "credentialsSecretRef": { "name": "registry-login" },
             "caBundle": std::fs::read_to_string(self.env.ca_file()).unwrap(),
         } });
-        merge(&mut spec, extra);
+        merge_json(&mut spec, extra);
         let registry: ArtifactRegistry = serde_json::from_value(json!({
             "apiVersion": "artifacts.cameleer.io/v1alpha1",
             "kind": "ArtifactRegistry",
@@ -301,22 +303,14 @@ impl Harness {
         ArtifactCoordinates::new(&self.tenant, app, "1.0").unwrap()
     }
 
-    /// Returns a client of the shared distribution registry with the test environment's account.
-    fn distribution(&self) -> RegistryClient {
-        let url = format!("https://{}", self.env.var("TESTENV_DISTRIBUTION_HOST"));
-        let config = RegistryConfig::new(&url)
-            .unwrap()
-            .with_credentials(Credentials::Basic {
-                username: self.env.var("TESTENV_DISTRIBUTION_USERNAME").to_owned(),
-                password: self.env.var("TESTENV_DISTRIBUTION_PASSWORD").to_owned(),
-            })
-            .with_tls_roots(TlsRoots::Only(std::fs::read(self.env.ca_file()).unwrap()));
-        RegistryClient::new(config).unwrap()
-    }
-
     /// Returns the layer digest the distribution registry stores for version 1.0 of `app`.
     async fn stored_digest(&self, app: &str) -> Option<String> {
-        match self.distribution().fetch_jar(&self.coordinates(app)).await {
+        match self
+            .env
+            .distribution_client()
+            .fetch_jar(&self.coordinates(app))
+            .await
+        {
             Ok(jar) => Some(jar.layer.digest.to_string()),
             Err(error) if error.is_not_found() => None,
             Err(error) => panic!("reading {app}:v1.0 from the registry failed: {error}"),
@@ -418,17 +412,6 @@ async fn start_gateway(
     }));
 }
 
-fn merge(target: &mut Value, extra: Value) {
-    match (target, extra) {
-        (Value::Object(target), Value::Object(extra)) => {
-            for (key, value) in extra {
-                merge(target.entry(key).or_insert(Value::Null), value);
-            }
-        }
-        (target, extra) => *target = extra,
-    }
-}
-
 fn condition<'a>(artifact: &'a AppArtifact, type_: &str) -> Option<&'a Condition> {
     artifact
         .status
@@ -447,32 +430,6 @@ fn jar_bytes(size: usize, seed: u8) -> Vec<u8> {
     let mut jar = b"PK\x03\x04".to_vec();
     jar.extend((0..size - 4).map(|i| ((i % 251) as u8).wrapping_add(seed)));
     jar
-}
-
-/// Pulls a reference with the real oras CLI and returns the one file it wrote.
-fn oras_pull(env: &TestEnv, reference: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env.var("TESTENV_ORAS"))
-        .args(["pull", "--ca-file"])
-        .arg(env.ca_file())
-        .args(["-u", env.var("TESTENV_DISTRIBUTION_USERNAME")])
-        .args(["-p", env.var("TESTENV_DISTRIBUTION_PASSWORD")])
-        .arg("-o")
-        .arg(dir.path())
-        .arg(reference)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "oras pull {reference} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let files: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    assert_eq!(files.len(), 1, "oras pull wrote {files:?}");
-    std::fs::read(&files[0]).unwrap()
 }
 
 // === Accepted uploads ===
@@ -536,7 +493,7 @@ async fn authorized_upload_stores_jar() {
     assert_eq!(stored.media_type, "application/java-archive");
     assert!(stored.manifest_digest.starts_with("sha256:"));
 
-    let pulled = oras_pull(&harness.env, &reference);
+    let pulled = harness.env.oras_pull(&reference);
     assert_eq!(pulled, jar);
     assert!(
         harness
@@ -775,7 +732,8 @@ async fn vanished_upload_asks_for_reupload() {
         .await;
 
     let deleted = harness
-        .distribution()
+        .env
+        .distribution_client()
         .delete_jar(&harness.coordinates("billing"))
         .await
         .unwrap();
