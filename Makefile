@@ -43,3 +43,7 @@ testenv-down: ## Stop the local control plane and registries.
 test: testenv-build lint ## Build, start the environment, run every test, stop it.
 	cargo build --locked --all-targets
 	tests/env/with-testenv.sh cargo test --locked --all-targets --no-fail-fast -- --test-threads 4
+
+.PHONY: bench
+bench: testenv-build ## Start an environment of its own, run bench/run.sh (release build), stop it.
+	TESTENV_STATE="$(ARTIFACT_OPERATOR_CACHE)/run-bench" tests/env/with-testenv.sh bench/run.sh
