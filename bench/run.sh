@@ -95,6 +95,7 @@ JAR="$WORK/app.jar"
   printf 'PK\003\004'
   head -c $((BENCH_SIZE_MIB * 1024 * 1024 - 4)) /dev/urandom
 } >"$JAR"
+sha256sum "$JAR" >"$JAR.sha256"
 
 export TESTENV_CA_FILE TESTENV_DISTRIBUTION_HOST TESTENV_DISTRIBUTION_USERNAME TESTENV_DISTRIBUTION_PASSWORD
 export JAR WORK
@@ -113,7 +114,11 @@ hyperfine --export-json "$RESULTS/push.json" \
   -n 'oras push' \
   'cd "$WORK" && '"$TESTENV_ORAS"' push --no-tty --ca-file "$TESTENV_CA_FILE" -u "$TESTENV_DISTRIBUTION_USERNAME" -p "$TESTENV_DISTRIBUTION_PASSWORD" --artifact-type application/vnd.cameleer.app.jar.v1 "$TESTENV_DISTRIBUTION_HOST/bench/oras-$(date +%s%N):v1" app.jar:application/java-archive >/dev/null' \
   -n 'limit: sha256sum + curl -T' \
-  "$REPO_ROOT/bench/curl_upload.sh"' "$JAR" "bench/curl-$(date +%s%N)"'
+  "$REPO_ROOT/bench/curl_upload.sh"' sha256sum "$JAR" "bench/curl-$(date +%s%N)"' \
+  -n 'limit: openssl dgst + curl -T' \
+  "$REPO_ROOT/bench/curl_upload.sh"' openssl "$JAR" "bench/curl-$(date +%s%N)"' \
+  -n 'limit: curl -T alone, digest known' \
+  "$REPO_ROOT/bench/curl_upload.sh"' none "$JAR" "bench/curl-$(date +%s%N)"'
 
 # === 2. Pull ===
 
@@ -133,10 +138,12 @@ hyperfine --export-json "$RESULTS/pull.json" \
   'curl -fsS --noproxy "*" -o /dev/null "$GATEWAY_URL"' \
   -n 'ours: loader through the gateway' \
   'rm -f "$PULL_DIR/loader.jar" && '"$OPERATOR"' loader --url "$GATEWAY_URL" --digest "$DIGEST" --output "$PULL_DIR/loader.jar" 2>/dev/null' \
-  -n 'registry: curl to /dev/null' \
+  -n 'registry: curl to /dev/null (HTTP/2)' \
   'curl -fsS --noproxy "*" --cacert "$TESTENV_CA_FILE" -u "$TESTENV_DISTRIBUTION_USERNAME:$TESTENV_DISTRIBUTION_PASSWORD" -o /dev/null "$BLOB_URL"' \
-  -n 'registry: curl | sha256sum' \
-  'curl -fsS --noproxy "*" --cacert "$TESTENV_CA_FILE" -u "$TESTENV_DISTRIBUTION_USERNAME:$TESTENV_DISTRIBUTION_PASSWORD" "$BLOB_URL" | sha256sum >/dev/null' \
+  -n 'registry: curl --http1.1 to /dev/null' \
+  'curl -fsS --http1.1 --noproxy "*" --cacert "$TESTENV_CA_FILE" -u "$TESTENV_DISTRIBUTION_USERNAME:$TESTENV_DISTRIBUTION_PASSWORD" -o /dev/null "$BLOB_URL"' \
+  -n 'registry: curl --http1.1 | openssl dgst' \
+  'curl -fsS --http1.1 --noproxy "*" --cacert "$TESTENV_CA_FILE" -u "$TESTENV_DISTRIBUTION_USERNAME:$TESTENV_DISTRIBUTION_PASSWORD" "$BLOB_URL" | openssl dgst -sha256 >/dev/null' \
   -n 'oras pull' \
   'rm -rf "$PULL_DIR/oras" && '"$TESTENV_ORAS"' pull --no-tty --ca-file "$TESTENV_CA_FILE" -u "$TESTENV_DISTRIBUTION_USERNAME" -p "$TESTENV_DISTRIBUTION_PASSWORD" -o "$PULL_DIR/oras" "$ORAS_REF" >/dev/null'
 stop_servers
