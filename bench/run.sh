@@ -179,6 +179,11 @@ for server in ours peer; do
   done
 done
 stop_servers
+# The webhook logs one line per injection; keep the count instead of tens of MiB of lines.
+injected=$(grep -c '"message":"Injected"' "$RESULTS/webhook.log" || true)
+grep -v '"message":"Injected"' "$RESULTS/webhook.log" >"$WORK/webhook.log" || true
+printf '%s "Injected" lines removed\n' "$injected" >>"$WORK/webhook.log"
+mv "$WORK/webhook.log" "$RESULTS/webhook.log"
 
 # === 4. Memory ===
 
