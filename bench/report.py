@@ -35,6 +35,12 @@ def main() -> None:
         int(parameters["memory_small_mib"]),
         int(parameters["memory_large_mib"]),
     )
+    controllers = results / "controllers.txt"
+    if controllers.exists():
+        print("## Controllers (bench/controllers.sh, one run)\n")
+        print("```text")
+        print(controllers.read_text().rstrip())
+        print("```")
 
 
 def read_pairs(path: Path) -> dict[str, str]:
