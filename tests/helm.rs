@@ -128,6 +128,33 @@ fn schema_rejects_wrong_value_type() {
     }
 }
 
+/// Each RBAC rule names the code path that needs its verbs in a comment right above it.
+#[test]
+fn every_rbac_rule_has_comment() {
+    let path = chart_dir().join("templates/rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut rules = 0;
+    for (index, line) in lines.iter().enumerate() {
+        if !line.trim_start().starts_with("- apiGroups:") {
+            continue;
+        }
+        rules += 1;
+        let above = lines[index - 1].trim_start();
+        assert!(
+            above.starts_with('#'),
+            "{}:{} has no comment above it",
+            path.display(),
+            index + 1
+        );
+    }
+    assert!(
+        rules >= 20,
+        "only {rules} rules found in {}",
+        path.display()
+    );
+}
+
 /// The chart's configuration must equal what the operator renders for a Service endpoint, the
 /// shape its unit tests pin down.
 #[test]
