@@ -281,6 +281,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args.address_policy(cluster_ranges),
     );
     artifact_settings.verify_interval = args.artifact_verify_interval;
+    artifact_settings.gateway_url = Some(args.gateway_url());
     let mut key_settings = KeySettings::new(args.operator_namespace.clone());
     key_settings.secret_name = args.signing_key_secret.clone();
     key_settings.rotation_interval = args.signing_key_rotation;

@@ -56,6 +56,10 @@ pub enum Outcome {
     Progressing { reason: String, message: String },
     /// Nothing will change until the spec (or something the spec names) changes.
     Stalled { reason: String, message: String },
+    /// The object waits for an action outside the operator, such as an upload. Only `Ready`
+    /// is set (to false): the operator has no work in progress and nothing failed, so neither
+    /// `Reconciling` nor `Stalled` applies, and kstatus reads the object as in progress.
+    Waiting { reason: String, message: String },
 }
 
 impl Outcome {
@@ -64,7 +68,8 @@ impl Outcome {
         match self {
             Outcome::Ready { reason, .. }
             | Outcome::Progressing { reason, .. }
-            | Outcome::Stalled { reason, .. } => reason,
+            | Outcome::Stalled { reason, .. }
+            | Outcome::Waiting { reason, .. } => reason,
         }
     }
 
@@ -73,7 +78,8 @@ impl Outcome {
         match self {
             Outcome::Ready { message, .. }
             | Outcome::Progressing { message, .. }
-            | Outcome::Stalled { message, .. } => message,
+            | Outcome::Stalled { message, .. }
+            | Outcome::Waiting { message, .. } => message,
         }
     }
 }
@@ -90,6 +96,7 @@ pub fn summarize(outcome: &Outcome, mut extra: Vec<Desired>) -> Vec<Desired> {
             Desired::new(READY, false, reason, message),
             Desired::new(STALLED, true, reason, message),
         ],
+        Outcome::Waiting { reason, message } => vec![Desired::new(READY, false, reason, message)],
     };
     desired.append(&mut extra);
     desired
@@ -198,6 +205,20 @@ mod tests {
                 Desired::new(RECONCILING, true, "Progressing", "waiting"),
             ]
         );
+    }
+
+    #[test]
+    fn summarize_waiting_sets_only_ready() {
+        let waiting = Outcome::Waiting {
+            reason: "AwaitingUpload".into(),
+            message: "upload it".into(),
+        };
+        let first = merge(&[], &summarize(&progressing(), vec![]), Some(1), at(10));
+        let second = merge(&first, &summarize(&waiting, vec![]), Some(1), at(20));
+        let types: Vec<&str> = second.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, vec![READY]);
+        assert_eq!(second[0].status, "False");
+        assert_eq!(second[0].reason, "AwaitingUpload");
     }
 
     #[test]

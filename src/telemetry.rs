@@ -63,7 +63,7 @@ where
 pub struct ReconcileLabels {
     /// `registry` or `artifact`.
     pub controller: &'static str,
-    /// `ready`, `progressing`, `stalled` or `error`.
+    /// `ready`, `progressing`, `stalled`, `waiting` or `error`.
     pub result: &'static str,
 }
 
@@ -87,7 +87,8 @@ pub struct ErrorLabels {
 pub struct GatewayLabels {
     /// HTTP status code of the response.
     pub code: u16,
-    /// `sent`, `head`, or the reason code of a refusal such as `expired`.
+    /// `sent`, `head`, `uploaded`, `unchanged`, or the reason code of a refusal such as
+    /// `expired`.
     pub reason: &'static str,
 }
 

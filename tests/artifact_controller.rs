@@ -9,7 +9,7 @@ mod file_server;
 #[path = "support/registry_process.rs"]
 mod registry_process;
 
-use std::{process::Command, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use artifact_operator::{
     artifact::{
@@ -17,7 +17,7 @@ use artifact_operator::{
         controller::{self as artifact_controller, FINALIZER},
     },
     crd::{AppArtifact, ArtifactRegistry, TENANT_LABEL},
-    oci::{ArtifactCoordinates, Credentials, RegistryClient, RegistryConfig, TlsRoots},
+    oci::{ArtifactCoordinates, RegistryClient, RegistryConfig},
     registry::controller as registry_controller,
     telemetry::Metrics,
 };
@@ -33,7 +33,9 @@ use kube::{
 };
 use registry_process::RegistryProcess;
 use serde_json::{Value, json};
-use support::{TestEnv, create_labeled_namespace, install_crds, sha256_hex, unique_name};
+use support::{
+    TestEnv, create_labeled_namespace, install_crds, merge_json, sha256_hex, unique_name,
+};
 use tokio::sync::oneshot;
 
 /// Upper bound for the controllers to reach an expected state.
@@ -98,7 +100,7 @@ impl Harness {
             "credentialsSecretRef": { "name": "registry-login" },
             "caBundle": std::fs::read_to_string(self.env.ca_file()).unwrap(),
         } });
-        merge(&mut spec, extra);
+        merge_json(&mut spec, extra);
         self.create_registry(spec).await;
     }
 
@@ -137,7 +139,7 @@ impl Harness {
             "version": version,
             "source": source,
         });
-        merge(&mut spec, extra);
+        merge_json(&mut spec, extra);
         let artifact: AppArtifact = serde_json::from_value(json!({
             "apiVersion": "artifacts.cameleer.io/v1alpha1",
             "kind": "AppArtifact",
@@ -211,15 +213,7 @@ impl Harness {
 
     /// A client of the shared distribution registry with the test environment's account.
     fn distribution(&self) -> RegistryClient {
-        let url = format!("https://{}", self.env.var("TESTENV_DISTRIBUTION_HOST"));
-        let config = RegistryConfig::new(&url)
-            .unwrap()
-            .with_credentials(Credentials::Basic {
-                username: self.env.var("TESTENV_DISTRIBUTION_USERNAME").to_owned(),
-                password: self.env.var("TESTENV_DISTRIBUTION_PASSWORD").to_owned(),
-            })
-            .with_tls_roots(TlsRoots::Only(std::fs::read(self.env.ca_file()).unwrap()));
-        RegistryClient::new(config).unwrap()
+        self.env.distribution_client()
     }
 
     /// Returns the layer digest the distribution registry holds for a version, if any.
@@ -310,17 +304,6 @@ fn start_controllers(
     (artifacts, stop)
 }
 
-fn merge(target: &mut Value, extra: Value) {
-    match (target, extra) {
-        (Value::Object(target), Value::Object(extra)) => {
-            for (key, value) in extra {
-                merge(target.entry(key).or_insert(Value::Null), value);
-            }
-        }
-        (target, extra) => *target = extra,
-    }
-}
-
 fn condition<'a>(artifact: &'a AppArtifact, type_: &str) -> Option<&'a Condition> {
     artifact
         .status
@@ -384,7 +367,7 @@ async fn camel_jar_pushed_and_pullable() {
     assert!(status.conditions.iter().all(|c| c.type_ != "FetchFailed"));
     assert!(status.conditions.iter().all(|c| c.type_ != "Reconciling"));
 
-    let pulled = oras_pull(&harness.env, &stored.oci_ref);
+    let pulled = harness.env.oras_pull(&stored.oci_ref);
     assert_eq!(sha256_hex(&pulled), sha256sum);
     assert_eq!(pulled, jar);
 
@@ -406,32 +389,6 @@ async fn camel_jar_pushed_and_pullable() {
             .unwrap_or_default()
             .contains(&FINALIZER.to_owned())
     );
-}
-
-/// Pulls a reference with the real oras CLI and returns the one file it wrote.
-fn oras_pull(env: &TestEnv, reference: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env.var("TESTENV_ORAS"))
-        .args(["pull", "--ca-file"])
-        .arg(env.ca_file())
-        .args(["-u", env.var("TESTENV_DISTRIBUTION_USERNAME")])
-        .args(["-p", env.var("TESTENV_DISTRIBUTION_PASSWORD")])
-        .arg("-o")
-        .arg(dir.path())
-        .arg(reference)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "oras pull {reference} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let files: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    assert_eq!(files.len(), 1, "oras pull wrote {files:?}");
-    std::fs::read(&files[0]).unwrap()
 }
 
 fn condition_of<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {

@@ -68,8 +68,12 @@ pub struct Settings {
     /// Interval between checks that a Ready artifact is still in its registry.
     pub verify_interval: Duration,
     /// Interval between attempts for a stalled artifact, whose spec or referenced objects must
-    /// change before it can succeed.
+    /// change before it can succeed, and for an artifact that waits for its upload.
     pub stalled_interval: Duration,
+    /// Base URL at which clients reach the gateway, such as `https://artifacts.example.com`.
+    /// The `AwaitingUpload` condition shows the upload command with it, or with a placeholder
+    /// when it is `None`.
+    pub gateway_url: Option<String>,
 }
 
 impl Settings {
@@ -82,6 +86,7 @@ impl Settings {
             fetch_options: FetchOptions::default(),
             verify_interval: Duration::from_secs(600),
             stalled_interval: Duration::from_secs(1800),
+            gateway_url: None,
         }
     }
 }
@@ -93,8 +98,8 @@ pub struct Context {
     pub backoff: Backoff,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
-    /// Version locks shared by the per-reconcile stores, so two AppArtifacts with the same
-    /// coordinates never push at the same time.
+    /// Version locks shared by the per-reconcile stores and the gateway's uploads, so two
+    /// AppArtifacts with the same coordinates never push at the same time.
     pub locks: Arc<VersionLocks>,
     reconciles: AtomicU64,
 }
@@ -107,7 +112,7 @@ impl Context {
             backoff: Backoff::default(),
             settings,
             metrics,
-            locks: Arc::default(),
+            locks: VersionLocks::process(),
             reconciles: AtomicU64::new(0),
         }
     }
@@ -251,8 +256,7 @@ fn error_policy(artifact: Arc<AppArtifact>, error: &Error, context: Arc<Context>
 async fn apply(artifact: &AppArtifact, context: &Context) -> Result<Action, Error> {
     let Report { observation, notes } = sync::reconcile(artifact, context).await?;
     let previous = artifact.status.clone().unwrap_or_default();
-    let status = status::build_status(artifact, &previous, &observation, Timestamp::now());
-    write_status(artifact, context, &status).await?;
+    write_observation(&context.client, artifact, &observation).await?;
 
     let reference = artifact.object_ref(&());
     for note in notes {
@@ -271,16 +275,18 @@ async fn apply(artifact: &AppArtifact, context: &Context) -> Result<Action, Erro
     Ok(requeue(artifact, &observation, context))
 }
 
-async fn write_status(
+/// Turns an observation into the status and writes it, unless it equals `artifact`'s status.
+/// Returns whether a write happened.
+pub async fn write_observation(
+    client: &Client,
     artifact: &AppArtifact,
-    context: &Context,
-    status: &AppArtifactStatus,
+    observation: &Observation,
 ) -> Result<bool, Error> {
-    let api: Api<AppArtifact> = Api::namespaced(
-        context.client.clone(),
-        &artifact.namespace().unwrap_or_default(),
-    );
-    reconcile::write_status(&api, artifact, artifact.status.as_ref(), status)
+    let previous = artifact.status.clone().unwrap_or_default();
+    let status = status::build_status(artifact, &previous, observation, Timestamp::now());
+    let api: Api<AppArtifact> =
+        Api::namespaced(client.clone(), &artifact.namespace().unwrap_or_default());
+    reconcile::write_status(&api, artifact, artifact.status.as_ref(), &status)
         .await
         .map_err(|source| Error::Kube {
             action: "write the status",
@@ -290,7 +296,8 @@ async fn write_status(
 }
 
 /// Publishes a Warning when the outcome turns into a failure or changes its reason, so that a
-/// retry loop of the same failure does not flood the Events.
+/// retry loop of the same failure does not flood the Events. A wait for the user, such as
+/// `AwaitingUpload`, is published once as a Normal Event and not counted as an error.
 async fn publish_failure_transition(
     artifact: &AppArtifact,
     previous: &AppArtifactStatus,
@@ -304,22 +311,32 @@ async fn publish_failure_transition(
     if before.is_some_and(|ready| ready.reason == outcome.reason()) {
         return;
     }
-    context
-        .metrics
-        .record_error(METRIC_CONTROLLER, metric_kind(outcome.reason()));
-    if outcome.reason() == reason::VERSION_CONFLICT {
-        context.metrics.record_push("conflict", 0);
-    }
-    warn!(
-        reason = outcome.reason(),
-        message = outcome.message(),
-        "AppArtifact not ready"
-    );
+    let type_ = if matches!(outcome, Outcome::Waiting { .. }) {
+        info!(
+            reason = outcome.reason(),
+            message = outcome.message(),
+            "AppArtifact waiting"
+        );
+        EventType::Normal
+    } else {
+        context
+            .metrics
+            .record_error(METRIC_CONTROLLER, metric_kind(outcome.reason()));
+        if outcome.reason() == reason::VERSION_CONFLICT {
+            context.metrics.record_push("conflict", 0);
+        }
+        warn!(
+            reason = outcome.reason(),
+            message = outcome.message(),
+            "AppArtifact not ready"
+        );
+        EventType::Warning
+    };
     context
         .events
         .publish(
             &artifact.object_ref(&()),
-            EventType::Warning,
+            type_,
             outcome.reason(),
             "Reconcile",
             outcome.message().to_owned(),
@@ -329,7 +346,7 @@ async fn publish_failure_transition(
 
 /// Maps a condition reason to a metric label, keeping label values to a fixed set.
 fn metric_kind(reason: &str) -> &'static str {
-    const KNOWN: [&str; 18] = [
+    const KNOWN: [&str; 19] = [
         reason::MISSING,
         reason::NOT_FOUND,
         reason::REPLACED,
@@ -348,6 +365,7 @@ fn metric_kind(reason: &str) -> &'static str {
         reason::SOURCE_NOT_FOUND,
         reason::SOURCE_DENIED,
         reason::SOURCE_UNAVAILABLE,
+        reason::REUPLOAD_REQUIRED,
     ];
     KNOWN
         .into_iter()
@@ -356,7 +374,7 @@ fn metric_kind(reason: &str) -> &'static str {
 }
 
 /// Decides when to reconcile again: Ready artifacts at the verification interval, transient
-/// failures with per-object backoff, stalled artifacts at the stalled interval.
+/// failures with per-object backoff, stalled and waiting artifacts at the stalled interval.
 fn requeue(artifact: &AppArtifact, observation: &Observation, context: &Context) -> Action {
     let key = key(artifact);
     let (result, delay) = match &observation.outcome {
@@ -368,6 +386,12 @@ fn requeue(artifact: &AppArtifact, observation: &Observation, context: &Context)
         Outcome::Stalled { .. } => {
             context.backoff.record_success(&key);
             ("stalled", context.settings.stalled_interval)
+        }
+        // The gateway writes the status after an upload, and that write triggers a reconcile,
+        // so the wait needs no polling.
+        Outcome::Waiting { .. } => {
+            context.backoff.record_success(&key);
+            ("waiting", context.settings.stalled_interval)
         }
     };
     context.metrics.record_reconcile(METRIC_CONTROLLER, result);
@@ -409,8 +433,7 @@ async fn cleanup(artifact: &AppArtifact, context: &Context) -> Result<Action, Er
             let blocked = Failure::transient(reason::DELETION_BLOCKED, message.clone());
             let previous = artifact.status.clone().unwrap_or_default();
             let observation = Observation::failed(&blocked, Some(stored));
-            let status = status::build_status(artifact, &previous, &observation, Timestamp::now());
-            write_status(artifact, context, &status).await?;
+            write_observation(&context.client, artifact, &observation).await?;
             publish_failure_transition(artifact, &previous, &observation.outcome, context).await;
             Err(Error::DeletionBlocked {
                 artifact: key(artifact),

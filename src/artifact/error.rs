@@ -108,6 +108,14 @@ pub enum SourceError {
         #[source]
         source: reqwest::Error,
     },
+    /// Reading the body of an upload request failed, for example because the client closed the
+    /// connection.
+    #[error("reading the body of the {origin} failed: {source}")]
+    UploadBody {
+        origin: String,
+        #[source]
+        source: io::Error,
+    },
     /// The content failed a check.
     #[error("{origin}: {source}")]
     Content {
@@ -158,11 +166,15 @@ impl SourceError {
     }
 
     /// Returns whether trying again later may succeed: DNS failures, timeouts, transport errors
-    /// other than TLS errors, and 408, 429 and 5xx responses except 501 and 505. Everything
+    /// other than TLS errors, interrupted upload bodies, and 408, 429 and 5xx responses except
+    /// 501 and 505. Everything
     /// else, such as 404, a denied address or a digest mismatch, fails the same way again.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Resolve { .. } | Self::NoAddress { .. } | Self::Timeout { .. } => true,
+            Self::Resolve { .. }
+            | Self::NoAddress { .. }
+            | Self::Timeout { .. }
+            | Self::UploadBody { .. } => true,
             Self::Status { status, .. } => is_retryable_status(*status),
             Self::Request { source, .. } | Self::Body { source, .. } => {
                 is_retryable_transport(source)
@@ -189,6 +201,7 @@ impl SourceError {
             Self::Timeout { .. } => "timeout",
             Self::Request { .. } => "connection",
             Self::Body { .. } => "body",
+            Self::UploadBody { .. } => "upload_body",
             Self::Content { source, .. } => match source {
                 ContentError::NotZip { .. } => "not_a_jar",
                 ContentError::TooLarge { .. } | ContentError::DeclaredTooLarge { .. } => {

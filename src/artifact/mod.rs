@@ -11,3 +11,4 @@ pub mod objects;
 pub mod source;
 pub mod status;
 pub mod sync;
+pub mod target;

@@ -20,6 +20,7 @@ pub const ARTIFACT_IN_STORAGE: &str = "ArtifactInStorage";
 /// Reasons of the `Ready`, `ArtifactInStorage` and `FetchFailed` conditions.
 pub mod reason {
     pub const PUSHED: &str = "ArtifactPushed";
+    pub const UPLOADED: &str = "ArtifactUploaded";
     pub const ADOPTED: &str = "ArtifactAdopted";
     pub const VERIFIED: &str = "ArtifactVerified";
     pub const PRESENT: &str = "ArtifactPresent";
@@ -43,7 +44,8 @@ pub mod reason {
     pub const SOURCE_DENIED: &str = "SourceDenied";
     pub const SOURCE_UNAVAILABLE: &str = "SourceUnavailable";
     pub const INVALID_SOURCE: &str = "InvalidSource";
-    pub const UPLOAD_NOT_SUPPORTED: &str = "UploadNotSupported";
+    pub const AWAITING_UPLOAD: &str = "AwaitingUpload";
+    pub const REUPLOAD_REQUIRED: &str = "ReuploadRequired";
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 }
 
@@ -206,6 +208,19 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// Creates the observation of an artifact that the registry stores.
+    pub fn ready(reason: &str, message: String, reference: &str, artifact: StoredArtifact) -> Self {
+        Self {
+            outcome: Outcome::Ready {
+                reason: reason.to_owned(),
+                message,
+            },
+            in_storage: Some(present(reference)),
+            fetch_failure: None,
+            artifact: Some(artifact),
+        }
+    }
+
     /// Creates an observation of a failure that keeps the previously reported artifact.
     pub fn failed(failure: &Failure, previous: Option<StoredArtifact>) -> Self {
         Self {
@@ -256,6 +271,37 @@ pub fn build_status(
         conditions: conditions::merge(&previous.conditions, &desired, generation, now),
         artifact: observation.artifact.clone(),
     }
+}
+
+/// Reports an artifact found as `previous` reported it. A `Ready` condition that is already
+/// true keeps its reason and message, such as `ArtifactPushed`, and `lastUpdateTime` stays, so
+/// that a check that finds nothing new writes no status.
+pub fn verified(
+    artifact: &AppArtifact,
+    registry_host: &str,
+    reference: &str,
+    jar: &crate::oci::JarArtifact,
+    previous: &StoredArtifact,
+    now: Timestamp,
+) -> Observation {
+    let mut stored = stored_artifact(registry_host, reference, jar, now);
+    stored.last_update_time = previous.last_update_time.clone();
+    let conditions = artifact
+        .status
+        .as_ref()
+        .map(|status| status.conditions.as_slice())
+        .unwrap_or_default();
+    let (reason, message) = match conditions::find(conditions, conditions::READY) {
+        Some(ready) if ready.status == "True" => (ready.reason.clone(), ready.message.clone()),
+        _ => (
+            reason::VERIFIED.to_owned(),
+            format!(
+                "{reference} is in the registry with digest {}",
+                jar.layer.digest
+            ),
+        ),
+    };
+    Observation::ready(&reason, message, reference, stored)
 }
 
 /// Returns `status.artifact` for a JAR that was just pushed or adopted.

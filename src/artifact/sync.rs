@@ -4,48 +4,38 @@
 //!
 //! A version is never overwritten. When the tag exists, the source is hashed (not uploaded) and
 //! either adopted (same digest) or reported as a `VersionConflict`.
+//!
+//! An upload source is never fetched: its JAR arrives through the gateway's upload API, which
+//! pushes it and writes the status. Until then the AppArtifact waits with `AwaitingUpload`;
+//! afterwards reconciles only verify that the registry still stores it.
 
-use futures::TryStreamExt as _;
-use k8s_openapi::{api::core::v1::Namespace, jiff::Timestamp};
-use kube::{Api, Resource, ResourceExt, runtime::events::EventType};
-use tokio_util::io::StreamReader;
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt, runtime::events::EventType};
 use tracing::{debug, info};
 
 use super::{
     address_policy::AddressPolicy,
-    checks::{ContentChecks, DEFAULT_MAX_SIZE},
+    checks::DEFAULT_MAX_SIZE,
     content::{self, SourceKind},
     controller::{Context, Error, Note},
     source::UrlFetcher,
     status::{
-        self, Failure, Observation, absent, present, reason, registry_failure, store_failure,
-        stored_artifact,
+        self, Failure, Observation, absent, present, reason, registry_failure, stored_artifact,
     },
+    target::{self, Target, registry_key},
 };
 use crate::{
-    conditions::{self, Outcome},
+    conditions::Outcome,
     crd::{AppArtifact, ArtifactRegistry, StoredArtifact, TENANT_LABEL},
-    oci::{ArtifactCoordinates, Digest, JarArtifact, JarMetadata, RegistryClient},
-    registry::{access, resources::quantity_bytes},
-    store::{ArtifactStore as _, OciArtifactStore},
+    gateway::upload::upload_command,
+    oci::{ArtifactCoordinates, Digest, JarArtifact},
+    registry::resources::quantity_bytes,
 };
 
 /// The result of one reconcile: the observation for the status and the Events to publish.
 pub struct Report {
     pub observation: Observation,
     pub notes: Vec<Note>,
-}
-
-/// A registry that admitted the AppArtifact, with a client logged in as the operator.
-struct Target {
-    registry: ArtifactRegistry,
-    store: OciArtifactStore,
-}
-
-impl Target {
-    fn client(&self) -> &RegistryClient {
-        self.store.client()
-    }
 }
 
 /// State of one reconcile.
@@ -152,16 +142,8 @@ pub fn registry_address_policy(base: &AddressPolicy, registry: &ArtifactRegistry
     allowed.fold(base.clone(), |policy, entry| policy.allow(entry))
 }
 
-fn registry_key(registry: &ArtifactRegistry) -> String {
-    format!(
-        "{}/{}",
-        registry.namespace().unwrap_or_default(),
-        registry.name_any()
-    )
-}
-
 /// Parses a pinned sha256 from the spec, which the CRD schema restricts to 64 hex digits.
-fn pinned_digest(pin: Option<&String>) -> Result<Option<Digest>, Failure> {
+pub fn pinned_digest(pin: Option<&String>) -> Result<Option<Digest>, Failure> {
     pin.map(|hex| {
         format!("sha256:{hex}").parse::<Digest>().map_err(|error| {
             Failure::permanent(
@@ -174,14 +156,6 @@ fn pinned_digest(pin: Option<&String>) -> Result<Option<Digest>, Failure> {
 }
 
 impl Sync<'_> {
-    fn kube_error(&self, action: &'static str) -> impl FnOnce(kube::Error) -> Error + '_ {
-        move |source| Error::Kube {
-            action,
-            artifact: format!("{}/{}", self.namespace, self.artifact.name_any()),
-            source,
-        }
-    }
-
     fn note(&mut self, type_: EventType, reason: &str, message: String) {
         self.notes.push(Note {
             type_,
@@ -195,75 +169,17 @@ impl Sync<'_> {
             Ok(coordinates) => coordinates,
             Err(failure) => return Ok(Err(failure)),
         };
-        let target = match self.target().await? {
+        let target = match target::resolve(
+            &self.context.client,
+            self.artifact,
+            self.context.locks.clone(),
+        )
+        .await?
+        {
             Ok(target) => target,
             Err(failure) => return Ok(Err(failure)),
         };
         Ok(self.sync(&target, &coordinates).await)
-    }
-
-    /// Checks tenancy and finds the registry.
-    async fn target(&mut self) -> Result<Result<Target, Failure>, Error> {
-        let client = &self.context.client;
-        let namespace = Api::<Namespace>::all(client.clone())
-            .get(&self.namespace)
-            .await
-            .map_err(self.kube_error("read the namespace"))?;
-        let labels = namespace.labels();
-        if let Err(failure) = check_tenant(&self.artifact.spec.tenant_id, &self.namespace, labels) {
-            return Ok(Err(failure));
-        }
-
-        let reference = &self.artifact.spec.registry_ref;
-        let registry_namespace = reference.namespace.as_deref().unwrap_or(&self.namespace);
-        let registry = Api::<ArtifactRegistry>::namespaced(client.clone(), registry_namespace)
-            .get_opt(&reference.name)
-            .await
-            .map_err(self.kube_error("read the ArtifactRegistry"))?;
-        let Some(registry) = registry else {
-            return Ok(Err(Failure::permanent(
-                reason::REGISTRY_NOT_FOUND,
-                format!(
-                    "ArtifactRegistry {registry_namespace}/{} not found; create it or fix \
-                     spec.registryRef",
-                    reference.name
-                ),
-            )));
-        };
-        if !access::admits_namespace(&registry, &self.namespace, labels) {
-            return Ok(Err(Failure::permanent(
-                reason::NAMESPACE_NOT_ADMITTED,
-                format!(
-                    "ArtifactRegistry {} does not admit namespace {}: its \
-                     spec.tenancy.namespaceSelector does not match the namespace's labels (without \
-                     a selector only the registry's own namespace is admitted). Ask the registry's \
-                     owner to admit the namespace",
-                    registry_key(&registry),
-                    self.namespace
-                ),
-            )));
-        }
-        let registry_status = registry.status.clone().unwrap_or_default();
-        if !conditions::is_true(&registry_status.conditions, conditions::READY) {
-            let detail = conditions::find(&registry_status.conditions, conditions::READY)
-                .map_or("it has no Ready condition yet".to_owned(), |ready| {
-                    format!("{}: {}", ready.reason, ready.message)
-                });
-            return Ok(Err(Failure::transient(
-                reason::REGISTRY_NOT_READY,
-                format!(
-                    "ArtifactRegistry {} is not ready ({detail})",
-                    registry_key(&registry)
-                ),
-            )));
-        }
-
-        let registry_client = match access::operator_client(client, &registry).await {
-            Ok(registry_client) => registry_client,
-            Err(error) => return Ok(Err(status::access_failure(&error))),
-        };
-        let store = OciArtifactStore::with_locks(registry_client, self.context.locks.clone());
-        Ok(Ok(Target { registry, store }))
     }
 
     /// Compares the registry with the status, and pushes when needed.
@@ -353,7 +269,14 @@ impl Sync<'_> {
         match &self.previous {
             Some(previous) if previous.digest == digest && generation_seen => {
                 debug!(%reference, "artifact verified in the registry");
-                Ok(self.verified(&host, &reference, &jar, previous, now))
+                Ok(status::verified(
+                    self.artifact,
+                    &host,
+                    &reference,
+                    &jar,
+                    previous,
+                    now,
+                ))
             }
             Some(previous) if previous.digest != digest => Err(Failure::permanent(
                 reason::REPLACED,
@@ -380,7 +303,7 @@ impl Sync<'_> {
                     format!("{reference} already held the source's content with digest {digest}"),
                 );
                 self.context.metrics.record_push("adopted", 0);
-                Ok(ready(
+                Ok(Observation::ready(
                     reason::ADOPTED,
                     format!("adopted {reference} with digest {}", stored.layer.digest),
                     &reference,
@@ -400,7 +323,7 @@ impl Sync<'_> {
         let digest = jar.layer.digest.to_string();
         match &self.previous {
             Some(previous) if previous.digest == digest => {
-                self.verified(host, reference, jar, previous, now)
+                status::verified(self.artifact, host, reference, jar, previous, now)
             }
             _ => {
                 self.note(
@@ -409,7 +332,7 @@ impl Sync<'_> {
                     format!("adopted {reference} with digest {digest} from the registry"),
                 );
                 self.context.metrics.record_push("adopted", 0);
-                ready(
+                Observation::ready(
                     reason::ADOPTED,
                     format!("adopted {reference} with digest {digest}"),
                     reference,
@@ -417,38 +340,6 @@ impl Sync<'_> {
                 )
             }
         }
-    }
-
-    /// Reports an artifact found as it was reported before. A `Ready` condition that is already
-    /// true keeps its reason and message, such as `ArtifactPushed`, so that a check that finds
-    /// nothing new writes no status.
-    fn verified(
-        &self,
-        host: &str,
-        reference: &str,
-        jar: &JarArtifact,
-        previous: &StoredArtifact,
-        now: Timestamp,
-    ) -> Observation {
-        let mut artifact = stored_artifact(host, reference, jar, now);
-        artifact.last_update_time = previous.last_update_time.clone();
-        let conditions = self
-            .artifact
-            .status
-            .as_ref()
-            .map(|status| status.conditions.as_slice())
-            .unwrap_or_default();
-        let (reason, message) = match conditions::find(conditions, conditions::READY) {
-            Some(ready) if ready.status == "True" => (ready.reason.clone(), ready.message.clone()),
-            _ => (
-                reason::VERIFIED.to_owned(),
-                format!(
-                    "{reference} is in the registry with digest {}",
-                    jar.layer.digest
-                ),
-            ),
-        };
-        ready(&reason, message, reference, artifact)
     }
 
     /// The registry lacks the version: push it from the source.
@@ -469,11 +360,12 @@ impl Sync<'_> {
                     ),
                 ));
             }
-            Some(SourceKind::Upload) | None => {
+            Some(SourceKind::Upload) => return self.await_upload(&reference),
+            None => {
                 return Err(Failure::permanent(
-                    reason::UPLOAD_NOT_SUPPORTED,
-                    "this operator version has no upload API yet; use spec.source.url, \
-                     configMapKeyRef, secretKeyRef or existing",
+                    reason::INVALID_SOURCE,
+                    "spec.source sets no source; set one of url, configMapKeyRef, secretKeyRef, \
+                     upload or existing",
                 ));
             }
             Some(_) => {}
@@ -496,11 +388,44 @@ impl Sync<'_> {
         self.note(EventType::Normal, "Pushed", message.clone());
         self.context.metrics.record_push("pushed", size);
         let host = target.client().registry().to_owned();
-        Ok(ready(
+        Ok(Observation::ready(
             reason::PUSHED,
             message,
             &reference,
             stored_artifact(&host, &reference, &jar, Timestamp::now()),
+        ))
+    }
+
+    /// Reports an upload source whose version is not in the registry. Before the first upload
+    /// the AppArtifact waits for it. After an upload the version can only have been deleted
+    /// outside the operator, which has no copy to push again, so the user must upload it again.
+    fn await_upload(&self, reference: &str) -> Result<Observation, Failure> {
+        let command = upload_command(
+            self.context.settings.gateway_url.as_deref(),
+            &self.namespace,
+            &self.artifact.name_any(),
+        );
+        let Some(previous) = &self.previous else {
+            return Ok(Observation {
+                outcome: Outcome::Waiting {
+                    reason: reason::AWAITING_UPLOAD.to_owned(),
+                    message: format!("{reference} waits for its JAR; upload it with: {command}"),
+                },
+                in_storage: Some(absent(
+                    reason::NOT_FOUND,
+                    format!("{reference} is not in the registry yet"),
+                )),
+                fetch_failure: None,
+                artifact: None,
+            });
+        };
+        Err(Failure::permanent(
+            reason::REUPLOAD_REQUIRED,
+            format!(
+                "{reference} with digest {} is no longer in the registry, and the operator keeps \
+                 no copy of uploaded JARs; upload it again with: {command}",
+                previous.digest
+            ),
         ))
     }
 
@@ -514,10 +439,7 @@ impl Sync<'_> {
         let spec = &self.artifact.spec;
         let kind = SourceKind::of(&spec.source).expect("only readable sources reach the fetch");
         let pin = pinned_digest(spec.source.url.as_ref().and_then(|url| url.sha256.as_ref()))?;
-        let checks = ContentChecks {
-            max_size: max_artifact_size(&target.registry)?,
-            sha256: pin,
-        };
+        let checks = target.content_checks(pin)?;
         let policy =
             registry_address_policy(&self.context.settings.address_policy, &target.registry);
         let fetcher = UrlFetcher::new(policy, self.context.settings.fetch_options.clone());
@@ -539,27 +461,15 @@ impl Sync<'_> {
             checks,
         )
         .await?;
-        let file_name = spec.jar_file_name();
-        let mut metadata = JarMetadata::new(&file_name).map_err(|error| {
-            Failure::permanent(reason::INVALID_SOURCE, format!("spec.fileName: {error}"))
-        })?;
-        if let Some(url) = &opened.source_url
-            && let Ok(with_url) = metadata.clone().with_source_url(url)
-        {
-            metadata = with_url;
-        }
-
-        let reader = StreamReader::new(opened.stream.map_err(std::io::Error::from));
-        target
-            .store
-            .put(coordinates, reader, pin.as_ref(), &metadata)
-            .await
-            .map_err(|error| store_failure(&error))?;
-        target
-            .client()
-            .fetch_jar(coordinates)
-            .await
-            .map_err(|error| registry_failure(&error))
+        target::put(
+            target,
+            coordinates,
+            spec,
+            opened.stream,
+            pin.as_ref(),
+            opened.source_url.as_deref(),
+        )
+        .await
     }
 }
 
@@ -573,17 +483,5 @@ fn describe(kind: SourceKind<'_>) -> String {
         SourceKind::Secret { name, key } => format!("Secret {name} key {key}"),
         SourceKind::Existing => "the registry".to_owned(),
         SourceKind::Upload => "the upload API".to_owned(),
-    }
-}
-
-fn ready(reason: &str, message: String, reference: &str, artifact: StoredArtifact) -> Observation {
-    Observation {
-        outcome: Outcome::Ready {
-            reason: reason.to_owned(),
-            message,
-        },
-        in_storage: Some(present(reference)),
-        fetch_failure: None,
-        artifact: Some(artifact),
     }
 }

@@ -162,9 +162,16 @@ pub struct LocalObjectReference {
     pub name: String,
 }
 
-/// Marker for JARs that arrive through the upload API; it has no settings.
+/// A JAR that arrives through the upload API.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-pub struct UploadSource {}
+#[serde(rename_all = "camelCase")]
+pub struct UploadSource {
+    /// Expected sha256 of the uploaded JAR as 64 lowercase hex digits. An upload with another
+    /// digest is rejected and nothing is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
+    pub sha256: Option<String>,
+}
 
 /// A JAR already stored in the registry.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

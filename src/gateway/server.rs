@@ -9,6 +9,9 @@
 //! match is cut off, so the client sees a short body and never a complete wrong file.
 //!
 //! AppArtifacts come from a reflector cache, so a request costs no API server read for them.
+//!
+//! The same listener serves the upload API, `PUT /v1/uploads/{namespace}/{name}` (see
+//! [`upload`]).
 
 use std::sync::Arc;
 
@@ -18,7 +21,7 @@ use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, put},
 };
 use futures::StreamExt as _;
 use jiff::Timestamp;
@@ -36,6 +39,7 @@ use super::{
     keys::KeyRingHandle,
     range::{self, ByteRange},
     signing::{self, Rejection, UrlSignature, UrlTarget},
+    upload,
 };
 use crate::{
     crd::{AppArtifact, ArtifactRegistry, StoredArtifact},
@@ -59,6 +63,7 @@ pub fn router(state: Arc<GatewayState>) -> Router {
             "/v1/artifacts/{namespace}/{name}/{digest}",
             get(serve_artifact),
         )
+        .route(upload::ROUTE, put(upload::receive_upload))
         .with_state(state)
 }
 
@@ -119,14 +124,18 @@ struct ErrorBody {
 }
 
 /// A request that ended without content.
-struct Refusal {
-    status: StatusCode,
-    reason: &'static str,
-    message: String,
+pub(super) struct Refusal {
+    pub(super) status: StatusCode,
+    pub(super) reason: &'static str,
+    pub(super) message: String,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(
+        status: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             reason,
@@ -163,17 +172,18 @@ async fn serve_artifact(
         digest: &digest,
     };
     let result = respond(&state, &method, &target, query, &headers).await;
-    result.unwrap_or_else(|refusal| {
-        if refusal.status.is_server_error() {
-            warn!(status = %refusal.status, reason = refusal.reason, message = %refusal.message, "Gateway request failed");
-        } else {
-            info!(status = %refusal.status, reason = refusal.reason, "Gateway request refused");
-        }
-        state
-            .metrics
-            .record_gateway(refusal.status.as_u16(), refusal.reason);
-        refusal.into_response()
-    })
+    result.unwrap_or_else(|refusal| refusal_response(&state.metrics, refusal))
+}
+
+/// Logs and counts a refusal, and turns it into its response.
+pub(super) fn refusal_response(metrics: &Metrics, refusal: Refusal) -> Response {
+    if refusal.status.is_server_error() {
+        warn!(status = %refusal.status, reason = refusal.reason, message = %refusal.message, "Gateway request failed");
+    } else {
+        info!(status = %refusal.status, reason = refusal.reason, "Gateway request refused");
+    }
+    metrics.record_gateway(refusal.status.as_u16(), refusal.reason);
+    refusal.into_response()
 }
 
 async fn respond(

@@ -214,7 +214,8 @@ fn requeue_interval(outcome: &Outcome) -> Duration {
     match outcome {
         Outcome::Ready { .. } => READY_REQUEUE,
         Outcome::Progressing { .. } => PROGRESSING_REQUEUE,
-        Outcome::Stalled { .. } => STALLED_REQUEUE,
+        // Registries never wait for a user action; a wait is polled like a stalled state.
+        Outcome::Stalled { .. } | Outcome::Waiting { .. } => STALLED_REQUEUE,
     }
 }
 

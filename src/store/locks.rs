@@ -24,6 +24,15 @@ pub struct VersionGuard<'a> {
 }
 
 impl VersionLocks {
+    /// Returns the lock set of this process. The AppArtifact controller and the gateway's upload
+    /// API put through separate stores, and share this set so that they never tag one version
+    /// at the same time.
+    pub fn process() -> Arc<Self> {
+        static PROCESS: std::sync::LazyLock<Arc<VersionLocks>> =
+            std::sync::LazyLock::new(Arc::default);
+        Arc::clone(&PROCESS)
+    }
+
     /// Waits until no other put of `coordinates` in this process holds the lock, and takes it.
     pub async fn lock(&self, coordinates: &ArtifactCoordinates) -> VersionGuard<'_> {
         let lock = Arc::clone(self.map().entry(coordinates.clone()).or_default());

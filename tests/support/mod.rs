@@ -63,6 +63,50 @@ impl TestEnv {
         kube::Client::try_from(config).expect("a client must build from the kubeconfig")
     }
 
+    /// Builds a client of the shared distribution registry with the environment's account.
+    pub fn distribution_client(&self) -> artifact_operator::oci::RegistryClient {
+        use artifact_operator::oci::{Credentials, RegistryClient, RegistryConfig, TlsRoots};
+
+        let url = format!("https://{}", self.var("TESTENV_DISTRIBUTION_HOST"));
+        let config = RegistryConfig::new(&url)
+            .expect("the distribution registry's URL must be valid")
+            .with_credentials(Credentials::Basic {
+                username: self.var("TESTENV_DISTRIBUTION_USERNAME").to_owned(),
+                password: self.var("TESTENV_DISTRIBUTION_PASSWORD").to_owned(),
+            })
+            .with_tls_roots(TlsRoots::Only(
+                std::fs::read(self.ca_file()).expect("the CA file must be readable"),
+            ));
+        RegistryClient::new(config).expect("the registry client must build")
+    }
+
+    /// Pulls a reference from the distribution registry with the real oras CLI, and returns
+    /// the one file it wrote.
+    pub fn oras_pull(&self, reference: &str) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(self.var("TESTENV_ORAS"))
+            .args(["pull", "--ca-file"])
+            .arg(self.ca_file())
+            .args(["-u", self.var("TESTENV_DISTRIBUTION_USERNAME")])
+            .args(["-p", self.var("TESTENV_DISTRIBUTION_PASSWORD")])
+            .arg("-o")
+            .arg(dir.path())
+            .arg(reference)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "oras pull {reference} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "oras pull wrote {files:?}");
+        std::fs::read(&files[0]).unwrap()
+    }
+
     /// Builds a reqwest client that trusts the test environment's CA.
     pub fn http_client(&self) -> reqwest::Client {
         let pem = std::fs::read(self.ca_file()).expect("the CA file must be readable");
@@ -112,6 +156,20 @@ pub fn unique_name(prefix: &str) -> String {
         .subsec_nanos();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{:x}-{nanos:x}-{n}", std::process::id())
+}
+
+/// Merges `extra` into `target`: objects key by key, any other value replaces the target.
+pub fn merge_json(target: &mut serde_json::Value, extra: serde_json::Value) {
+    use serde_json::Value;
+
+    match (target, extra) {
+        (Value::Object(target), Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge_json(target.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (target, extra) => *target = extra,
+    }
 }
 
 /// Hex-encoded sha256 of `bytes`.
