@@ -450,6 +450,32 @@ async fn installed_chart_runs_operator() {
         env_value("ARTIFACT_URL")
     );
 
+    // An upload through the gateway: TokenReview, SubjectAccessReview and the status write.
+    let uploaded = b"PK\x03\x04uploaded through the gateway".to_vec();
+    create_artifact(&install, "upload", "1.0.0", json!({ "upload": {} })).await;
+    let token = install.uploader_token();
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .put(format!(
+            "{}/v1/uploads/{}/upload",
+            operator.gateway_url, install.namespace
+        ))
+        .bearer_auth(token)
+        .body(uploaded.clone())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let artifact = wait_for_ready::<AppArtifact>(client, &install.namespace, "upload").await;
+    assert_eq!(
+        artifact.status.unwrap().artifact.unwrap().digest,
+        format!("sha256:{}", sha256_hex(&uploaded))
+    );
+
     // Up to here the chart's RBAC allowed every call, Events and range discovery included.
     let forbidden = operator.lines_containing("forbidden");
     assert!(forbidden.is_empty(), "{forbidden:#?}");
@@ -515,6 +541,9 @@ struct Install {
     tenant: String,
     /// Home directory of the operator process, with its kubeconfig.
     home: tempfile::TempDir,
+    /// Set once `uninstall_and_check` ran; otherwise dropping the install uninstalls it, so a
+    /// failed test leaves no ClusterRole or webhook configuration behind.
+    uninstalled: std::cell::Cell<bool>,
 }
 
 impl Install {
@@ -543,6 +572,7 @@ impl Install {
             release_namespace,
             namespace,
             tenant,
+            uninstalled: std::cell::Cell::new(false),
         };
         install.write_service_account_kubeconfig();
         install.wait_until_allowed(&["create", "secrets", "-n", &install.release_namespace]);
@@ -610,6 +640,7 @@ impl Install {
     /// instead of the pod's addresses.
     fn start_operator(&self) -> Operator {
         let port = free_port();
+        let gateway_port = free_port();
         let mut args: Vec<String> = self
             .deployment_args()
             .into_iter()
@@ -618,7 +649,7 @@ impl Install {
             })
             .collect();
         args.extend([
-            "--gateway-listen=127.0.0.1:0".to_owned(),
+            format!("--gateway-listen=127.0.0.1:{gateway_port}"),
             format!("--webhook-listen=127.0.0.1:{port}"),
             // The API server calls the webhook at 127.0.0.1, which the certificate must name.
             "--webhook-ip=127.0.0.1".to_owned(),
@@ -650,7 +681,57 @@ impl Install {
             lines,
             seen: std::cell::RefCell::new(Vec::new()),
             webhook_url: format!("https://127.0.0.1:{port}"),
+            gateway_url: format!("http://127.0.0.1:{gateway_port}"),
         }
+    }
+
+    /// Creates the ServiceAccount `uploader` in the watched namespace with update on
+    /// AppArtifacts, and returns a token of it.
+    fn uploader_token(&self) -> String {
+        let namespace = self.namespace.as_str();
+        run(kubectl(&self.env).args(["create", "serviceaccount", "uploader", "-n", namespace]));
+        run(kubectl(&self.env).args([
+            "create",
+            "role",
+            "uploader",
+            "--verb=update",
+            "--resource=appartifacts.artifacts.cameleer.io",
+            "-n",
+            namespace,
+        ]));
+        run(kubectl(&self.env).args([
+            "create",
+            "rolebinding",
+            "uploader",
+            "--role=uploader",
+            &format!("--serviceaccount={namespace}:uploader"),
+            "-n",
+            namespace,
+        ]));
+        let user = format!("system:serviceaccount:{namespace}:uploader");
+        wait_until("the uploader may update AppArtifacts", || {
+            kubectl(&self.env)
+                .args([
+                    "auth",
+                    "can-i",
+                    "update",
+                    "appartifacts.artifacts.cameleer.io",
+                ])
+                .args(["-n", namespace, "--as", &user])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        });
+        let output = run(kubectl(&self.env).args([
+            "create",
+            "token",
+            "uploader",
+            "-n",
+            namespace,
+            "--duration=1h",
+        ]));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 
     fn can_i(&self, request: &[&str]) -> bool {
@@ -807,6 +888,7 @@ impl Install {
     /// Uninstalls the release and checks that only the CRDs and the two Secrets that the
     /// operator itself created remain.
     async fn uninstall_and_check(&self) {
+        self.uninstalled.set(true);
         run(Command::new(self.env.var("TESTENV_HELM"))
             .env("KUBECONFIG", self.env.kubeconfig())
             .args([
@@ -880,6 +962,18 @@ impl Install {
     }
 }
 
+impl Drop for Install {
+    fn drop(&mut self) {
+        if self.uninstalled.get() {
+            return;
+        }
+        let _ = Command::new(self.env.var("TESTENV_HELM"))
+            .env("KUBECONFIG", self.env.kubeconfig())
+            .args(["uninstall", &self.release, "-n", &self.release_namespace])
+            .output();
+    }
+}
+
 async fn create_external_registry(install: &Install) {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": { "name": "registry-login" },
@@ -923,6 +1017,12 @@ async fn create_config_map_artifact(install: &Install, name: &str, version: &str
         .create(&PostParams::default(), &config_map)
         .await
         .unwrap();
+    let source = json!({ "configMapKeyRef": { "name": name, "key": "app.jar" } });
+    create_artifact(install, name, version, source).await;
+}
+
+/// Creates an AppArtifact `name` of the install's tenant, with the application id `name`.
+async fn create_artifact(install: &Install, name: &str, version: &str, source: Value) {
     let artifact: AppArtifact = serde_json::from_value(json!({
         "apiVersion": "artifacts.cameleer.io/v1alpha1",
         "kind": "AppArtifact",
@@ -932,7 +1032,7 @@ async fn create_config_map_artifact(install: &Install, name: &str, version: &str
             "tenantId": install.tenant,
             "appId": name,
             "version": version,
-            "source": { "configMapKeyRef": { "name": name, "key": "app.jar" } },
+            "source": source,
         },
     }))
     .unwrap();
@@ -1004,6 +1104,7 @@ struct Operator {
     /// Every line received so far, for failure messages.
     seen: std::cell::RefCell<Vec<String>>,
     webhook_url: String,
+    gateway_url: String,
 }
 
 impl Operator {
