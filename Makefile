@@ -53,6 +53,11 @@ testenv-build: ## Install Debian packages, build the test components and fetch t
 testenv: testenv-build ## Start the local control plane and registries.
 	tests/env/up.sh
 
+.PHONY: demo
+demo: testenv-build ## Run the product end to end on its own local control plane, then stop it.
+	cargo build --locked
+	TESTENV_STATE=$(ARTIFACT_OPERATOR_CACHE)/demo tests/env/with-testenv.sh scripts/demo.sh
+
 .PHONY: testenv-down
 testenv-down: ## Stop the local control plane and registries.
 	tests/env/down.sh
