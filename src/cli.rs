@@ -172,7 +172,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "IMAGE", env = "LOADER_IMAGE", default_value = DEFAULT_LOADER_IMAGE)]
     pub loader_image: String,
 
-    /// Where an added loader puts the JARs; app containers see them there, read-only.
+    /// Directory of the JARs in pods with an added loader, mounted read-only in app containers.
     #[arg(long, value_name = "PATH", default_value = "/artifacts")]
     pub loader_mount_path: String,
 

@@ -20,7 +20,7 @@ use kube::{
 };
 use tracing::{debug, info, instrument, warn};
 
-/// Where the Lease lives and how it is held.
+/// Location of the Lease and the timing of its renewals.
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
     pub namespace: String,
@@ -53,16 +53,16 @@ pub fn identity(base: &str) -> String {
     format!("{base}-{suffix:08x}")
 }
 
-/// What a replica does with the Lease as it finds it.
+/// Action of a replica on the Lease as it finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// No Lease exists: create it.
     Create,
-    /// This replica holds it: renew.
+    /// This replica is the holder: renew.
     Renew,
     /// The holder stopped renewing or released it: take it over.
     TakeOver,
-    /// Another replica holds it.
+    /// Another replica is the holder.
     Wait { holder: String },
 }
 
