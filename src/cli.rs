@@ -16,8 +16,12 @@ use crate::{
         keys::{self, KeySettings},
         server,
     },
+    leader::{self, LeaseSettings},
     registry::controller,
-    telemetry::{LogFormat, Metrics},
+    telemetry::{
+        LogFormat, Metrics,
+        endpoints::{self, OperationsState, Readiness},
+    },
     webhook::{
         admission::{self, InjectionSettings, WebhookState},
         certs::{self, CertSettings},
@@ -44,7 +48,7 @@ pub enum Command {
     /// Print the operator's version and the supported Kubernetes versions.
     Version,
     /// Connect to the cluster and run the operator until SIGTERM or SIGINT.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML, ready for `kubectl apply -f -`.
     Crds {
         /// Write one file per definition into this directory instead of printing them.
@@ -56,7 +60,7 @@ pub enum Command {
     Migrate(Box<crate::migrate::MigrateArgs>),
     /// Download one JAR through a pre-signed URL and verify its digest, as a pod's init
     /// container does.
-    Loader(crate::loader::LoaderArgs),
+    Loader(Box<crate::loader::LoaderArgs>),
 }
 
 /// Time that in-flight reconciles get to finish after a shutdown signal.
@@ -168,9 +172,31 @@ pub struct RunArgs {
     #[arg(long, value_name = "IMAGE", env = "LOADER_IMAGE", default_value = DEFAULT_LOADER_IMAGE)]
     pub loader_image: String,
 
-    /// Where an added loader puts the JARs; app containers see them there, read-only.
+    /// Directory of the JARs in pods with an added loader, mounted read-only in app containers.
     #[arg(long, value_name = "PATH", default_value = "/artifacts")]
     pub loader_mount_path: String,
+
+    /// Address of the operations listener: /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        env = "METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: std::net::SocketAddr,
+
+    /// Run the controllers only while holding a Lease in the operator's namespace, so that one
+    /// of several replicas reconciles. Turn it off only for a single replica.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the leader election Lease.
+    #[arg(long, value_name = "NAME", default_value = "artifact-operator")]
+    pub leader_election_lease: String,
+
+    /// Name of this replica in the Lease; a random suffix is added. Default: the host name.
+    #[arg(long, value_name = "NAME", env = "POD_NAME")]
+    pub pod_name: Option<String>,
 }
 
 /// Default loader image: the operator's own image of this version.
@@ -191,6 +217,50 @@ pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String
 }
 
 impl RunArgs {
+    /// Returns the Lease settings, or `None` when leader election is off.
+    pub fn lease_settings(&self) -> Option<LeaseSettings> {
+        let base = self
+            .pod_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "artifact-operator".to_owned());
+        self.leader_election.then(|| {
+            LeaseSettings::new(
+                self.operator_namespace.clone(),
+                self.leader_election_lease.clone(),
+                leader::identity(&base),
+            )
+        })
+    }
+
+    /// Returns the settings of the URL signing key ring.
+    pub fn key_settings(&self) -> KeySettings {
+        let mut settings = KeySettings::new(self.operator_namespace.clone());
+        settings.secret_name = self.signing_key_secret.clone();
+        settings.rotation_interval = self.signing_key_rotation;
+        settings
+    }
+
+    /// Returns the settings of the ArtifactRegistry controller.
+    pub fn registry_settings(&self) -> controller::Settings {
+        controller::Settings {
+            operator_namespace: self.operator_namespace.clone(),
+            traefik_namespace: self.traefik_namespace.clone(),
+            watch_namespace: self.watch_namespace.clone(),
+        }
+    }
+
+    /// Returns the settings of the AppArtifact controller, given the cluster's address ranges.
+    pub fn artifact_settings(&self, cluster_ranges: Vec<IpNet>) -> artifact_controller::Settings {
+        let mut settings = artifact_controller::Settings::new(
+            self.watch_namespace.clone(),
+            self.address_policy(cluster_ranges),
+        );
+        settings.verify_interval = self.artifact_verify_interval;
+        settings.gateway_url = Some(self.gateway_url());
+        settings
+    }
+
     /// Returns the gateway URL injected into pods.
     pub fn gateway_url(&self) -> String {
         self.gateway_url.clone().unwrap_or_else(|| {
@@ -267,30 +337,17 @@ pub fn crds(output_dir: Option<&Path>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Connects to the cluster, logs the API server version and runs the controllers and the
-/// gateway until a shutdown signal arrives.
+/// Connects to the cluster and runs the operator until a shutdown signal arrives: the
+/// operations listener, the gateway and the webhook on every replica, and the controllers on
+/// the replica that holds the leader Lease.
 pub async fn run(args: RunArgs) -> Result<()> {
     let cluster = cluster::connect().await?;
     cluster::log_server_version(&cluster).await?;
     let client = cluster.client.clone();
+    cluster::check_crds(&client, args.watch_namespace.as_deref()).await?;
 
     let metrics = Arc::new(Metrics::default());
-    let cluster_ranges = cluster::discover_address_ranges(&client).await;
-    let mut artifact_settings = artifact_controller::Settings::new(
-        args.watch_namespace.clone(),
-        args.address_policy(cluster_ranges),
-    );
-    artifact_settings.verify_interval = args.artifact_verify_interval;
-    artifact_settings.gateway_url = Some(args.gateway_url());
-    let mut key_settings = KeySettings::new(args.operator_namespace.clone());
-    key_settings.secret_name = args.signing_key_secret.clone();
-    key_settings.rotation_interval = args.signing_key_rotation;
-    let registry_settings = controller::Settings {
-        operator_namespace: args.operator_namespace.clone(),
-        traefik_namespace: args.traefik_namespace.clone(),
-        watch_namespace: args.watch_namespace.clone(),
-    };
-
+    let readiness = Arc::new(Readiness::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = move || {
         let mut stopped = stopped.clone();
@@ -299,8 +356,82 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     };
 
-    let keys = keys::start(client.clone(), key_settings, stop_signal()).await?;
-    let artifacts_cache = server::artifact_cache(
+    let operations = start_operations(&args, &metrics, &readiness, stop_signal()).await?;
+    let listeners = start_listeners(&client, &args, &metrics, &readiness, &stop_signal).await?;
+    readiness.set_caches_synced();
+
+    let lease = args.lease_settings();
+    let (lost, lease_lost) = tokio::sync::oneshot::channel();
+    info!("Operator started");
+    let leading = tokio::spawn(lead(
+        client.clone(),
+        args,
+        metrics,
+        lease.clone(),
+        lost,
+        stop_signal.clone(),
+    ));
+
+    let lost = tokio::select! {
+        () = shutdown_signal() => false,
+        Ok(()) = lease_lost => true,
+    };
+    let _ = stop.send(true);
+    stop_all(leading, listeners, operations).await;
+    if let Some(lease) = &lease {
+        leader::release(&client, lease).await;
+    }
+    if lost {
+        return Err(Error::LeadershipLost {
+            lease: lease.map(|lease| lease.name).unwrap_or_default(),
+        });
+    }
+    info!("Operator stopped");
+    Ok(())
+}
+
+type Task = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Serves `/metrics`, `/healthz` and `/readyz`.
+async fn start_operations(
+    args: &RunArgs,
+    metrics: &Arc<Metrics>,
+    readiness: &Arc<Readiness>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Task> {
+    let listener = bind("operations", "--metrics-listen", args.metrics_listen).await?;
+    let state = Arc::new(OperationsState {
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    });
+    Ok(tokio::spawn(server::serve(
+        listener,
+        endpoints::router(state),
+        shutdown,
+    )))
+}
+
+/// The gateway and the webhook listeners.
+struct Listeners {
+    gateway: Task,
+    webhook: Task,
+}
+
+/// Loads the signing keys and the webhook certificates, fills the caches, and starts the
+/// gateway and the webhook. With `--webhook-url` it also registers the webhook.
+async fn start_listeners<F, S>(
+    client: &kube::Client,
+    args: &RunArgs,
+    metrics: &Arc<Metrics>,
+    readiness: &Arc<Readiness>,
+    stop_signal: &S,
+) -> Result<Listeners>
+where
+    S: Fn() -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let keys = keys::start(client.clone(), args.key_settings(), stop_signal()).await?;
+    let artifacts = server::artifact_cache(
         client.clone(),
         args.watch_namespace.as_deref(),
         stop_signal(),
@@ -310,7 +441,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let listener = bind("gateway", "--gateway-listen", args.gateway_listen).await?;
     let gateway_state = Arc::new(server::GatewayState {
         client: client.clone(),
-        artifacts: artifacts_cache.clone(),
+        artifacts: artifacts.clone(),
         keys: keys.clone(),
         metrics: metrics.clone(),
     });
@@ -321,61 +452,110 @@ pub async fn run(args: RunArgs) -> Result<()> {
     ));
 
     let certs = certs::start(client.clone(), args.cert_settings(), stop_signal()).await?;
+    let check = certs.clone();
+    readiness.set_certificate_check(move || check.is_loaded());
     let webhook_state = Arc::new(WebhookState {
         client: client.clone(),
-        artifacts: artifacts_cache,
+        artifacts,
         namespaces: admission::namespace_cache(client.clone(), stop_signal()).await,
         keys,
         settings: args.injection_settings(),
         metrics: metrics.clone(),
     });
     let listener = bind("webhook", "--webhook-listen", args.webhook_listen).await?;
-    let webhook_certs = certs.clone();
     let webhook_stop = stop_signal();
+    let ca_bundle = certs.ca_bundle_pem();
     let webhook = tokio::spawn(async move {
         let router = admission::router(webhook_state);
-        tls_server::serve_tls(listener, router, &webhook_certs, webhook_stop).await
+        tls_server::serve_tls(listener, router, &certs, webhook_stop).await
     });
     if let Some(url) = &args.webhook_url {
-        register_webhook(&client, &args, url, certs.ca_bundle_pem()).await?;
+        register_webhook(client, args, url, ca_bundle).await?;
+    }
+    Ok(Listeners { gateway, webhook })
+}
+
+/// Waits for the leader Lease (when leader election is on), runs both controllers until
+/// shutdown, and reports a lost Lease on `lost`.
+async fn lead<F, S>(
+    client: kube::Client,
+    args: RunArgs,
+    metrics: Arc<Metrics>,
+    lease: Option<LeaseSettings>,
+    lost: tokio::sync::oneshot::Sender<()>,
+    stop_signal: S,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    S: Fn() -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
+    if let Some(lease) = &lease
+        && !leader::acquire(&client, lease, stop_signal()).await
+    {
+        return Vec::new();
     }
 
-    let registry_context = Arc::new(controller::Context::new(client.clone(), registry_settings));
-    let artifact_context = Arc::new(artifact_controller::Context::new(
-        client,
-        artifact_settings,
+    let cluster_ranges = cluster::discover_address_ranges(&client).await;
+    let registry_context = controller::Context::new(client.clone(), args.registry_settings())
+        .with_metrics(metrics.clone());
+    let artifact_context = artifact_controller::Context::new(
+        client.clone(),
+        args.artifact_settings(cluster_ranges),
         metrics,
-    ));
-    let registries = tokio::spawn(controller::run(registry_context, stop_signal()));
-    let artifacts = tokio::spawn(artifact_controller::run(artifact_context, stop_signal()));
-    info!("Operator started");
+    );
+    let controllers = vec![
+        tokio::spawn(controller::run(Arc::new(registry_context), stop_signal())),
+        tokio::spawn(artifact_controller::run(
+            Arc::new(artifact_context),
+            stop_signal(),
+        )),
+    ];
 
-    shutdown_signal().await;
-    let _ = stop.send(true);
+    if let Some(lease) = &lease
+        && !leader::hold(&client, lease, stop_signal()).await
+    {
+        let _ = lost.send(());
+    }
+    controllers
+}
+
+/// Waits, at most [`SHUTDOWN_GRACE`], for the controllers and listeners to finish.
+async fn stop_all(
+    leading: tokio::task::JoinHandle<Vec<tokio::task::JoinHandle<()>>>,
+    listeners: Listeners,
+    operations: Task,
+) {
     // NOTE: in kube-runtime 5.0.0 the controller keeps its reconcile runner waiting until the
     // reflector store is ready. A shutdown that arrives before the first list completes stops
     // the watch, so the store never becomes ready and the graceful shutdown never ends. The
     // wait is therefore bounded; the cli_run test shuts down that early on purpose.
-    let all = async { tokio::join!(registries, artifacts, gateway, webhook) };
-    match tokio::time::timeout(SHUTDOWN_GRACE, all).await {
-        Ok((registries, artifacts, gateway, webhook)) => {
-            for (name, result) in [("registry", registries), ("AppArtifact", artifacts)] {
-                if let Err(error) = result {
-                    warn!(%error, controller = name, "A controller task failed");
-                }
-            }
-            for (name, result) in [("gateway", gateway), ("webhook", webhook)] {
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => warn!(%error, listener = name, "A listener failed"),
-                    Err(error) => warn!(%error, listener = name, "A listener task failed"),
-                }
+    let all = async {
+        let controllers = leading.await.unwrap_or_default();
+        for (index, result) in futures::future::join_all(controllers)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            if let Err(error) = result {
+                warn!(%error, controller = index, "A controller task failed");
             }
         }
-        Err(_) => warn!(grace = ?SHUTDOWN_GRACE, "The operator did not stop in time"),
+        let tasks = [
+            ("gateway", listeners.gateway),
+            ("webhook", listeners.webhook),
+            ("operations", operations),
+        ];
+        for (name, task) in tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => warn!(%error, listener = name, "A listener failed"),
+                Err(error) => warn!(%error, listener = name, "A listener task failed"),
+            }
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+        warn!(grace = ?SHUTDOWN_GRACE, "The operator did not stop in time");
     }
-    info!("Operator stopped");
-    Ok(())
 }
 
 async fn bind(

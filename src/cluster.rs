@@ -169,6 +169,44 @@ where
     reader
 }
 
+/// Checks that the API server serves both custom resources, so that a missing CRD stops the
+/// operator with the command that installs it instead of a stream of watch errors.
+///
+/// # Errors
+///
+/// [`Error::CrdMissing`] naming the CRD, or [`Error::CrdCheck`] when the API server fails.
+pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<()> {
+    check_crd::<crate::crd::ArtifactRegistry>(client, namespace).await?;
+    check_crd::<crate::crd::AppArtifact>(client, namespace).await
+}
+
+/// Checks that the API server serves the custom resource `K`.
+///
+/// # Errors
+///
+/// As [`check_crds`].
+pub async fn check_crd<K>(client: &Client, namespace: Option<&str>) -> Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: kube::Api<K> = match namespace {
+        Some(namespace) => kube::Api::namespaced(client.clone(), namespace),
+        None => kube::Api::all(client.clone()),
+    };
+    let crd = format!("{}.{}", K::plural(&()), K::group(&()));
+    match api
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(Error::CrdMissing { crd }),
+        Err(source) => Err(Error::CrdCheck { crd, source }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

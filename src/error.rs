@@ -23,6 +23,25 @@ pub enum Error {
         source: kube::Error,
     },
 
+    #[error(
+        "CustomResourceDefinition {crd} is not installed; install the CRDs with \
+         `artifact-operator crds | kubectl apply -f -` (or the Helm chart) and start again"
+    )]
+    CrdMissing { crd: String },
+
+    #[error("failed to check that CustomResourceDefinition {crd} is installed: {source}")]
+    CrdCheck {
+        crd: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error(
+        "lost the leader Lease {lease} to another replica or to the API server being \
+         unreachable; stopping so that the restart campaigns again"
+    )]
+    LeadershipLost { lease: String },
+
     #[error("failed to load the URL signing keys: {0}")]
     SigningKeys(#[from] crate::gateway::keys::KeyError),
 
@@ -57,6 +76,9 @@ impl Error {
             Error::ClientConfig(_) => "client_config",
             Error::Client { .. } => "client",
             Error::ServerVersion { .. } => "server_version",
+            Error::CrdMissing { .. } => "crd_missing",
+            Error::CrdCheck { .. } => "crd_check",
+            Error::LeadershipLost { .. } => "leadership_lost",
             Error::SigningKeys(_) => "signing_keys",
             Error::Listen { .. } => "listen",
             Error::WebhookCerts(_) => "webhook_certs",

@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod crd;
 pub mod error;
 pub mod gateway;
+pub mod leader;
 pub mod loader;
 pub mod migrate;
 pub mod oci;

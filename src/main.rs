@@ -40,11 +40,11 @@ async fn execute(cli: Cli) -> ExitCode {
         },
         Command::Loader(args) => {
             telemetry::init(cli.log_format);
-            loader::run(args).await
+            loader::run(*args).await
         }
         Command::Run(args) => {
             telemetry::init(cli.log_format);
-            match cli::run(args).await {
+            match cli::run(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(error = %error, kind = error.metric_label(), "Operator failed");

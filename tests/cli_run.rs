@@ -34,6 +34,14 @@ struct Operator {
     lines: mpsc::Receiver<String>,
 }
 
+impl Drop for Operator {
+    /// Kills an operator that a failed test left running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Operator {
     /// Starts the operator on its own namespaces, with JSON logs.
     fn start(
@@ -48,6 +56,7 @@ impl Operator {
             .args(["--watch-namespace", watch_namespace])
             .args(["--operator-namespace", operator_namespace])
             .args(["--gateway-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
             .env("KUBECONFIG", env.kubeconfig())
             .env("RUST_LOG", "info")
@@ -65,6 +74,7 @@ impl Operator {
         Self { child, lines }
     }
 
+    /// Waits for the first log line after the previous match that contains `needle`.
     fn wait_for_line(&self, needle: &str) -> String {
         wait_for_line(&self.lines, needle)
     }
@@ -143,10 +153,145 @@ fn run_logs_server_version_and_stops_on_sigterm() {
         "{connected}"
     );
 
+    let operations = address(&operator.wait_for_line(r#""listener":"operations""#));
     operator.wait_for_line(r#""listener":"gateway""#);
     operator.wait_for_line(r#""listener":"webhook""#);
     operator.wait_for_line("Operator started");
+
+    assert_eq!(
+        get(&format!("http://{operations}/healthz")),
+        (200, "ok\n".to_owned())
+    );
+    let (status, body) = get(&format!("http://{operations}/readyz"));
+    assert_eq!((status, body.as_str()), (200, r#"{"ready":true}"#));
+    let (status, metrics) = get(&format!("http://{operations}/metrics"));
+    assert_eq!(status, 200);
+    // Families without samples are left out until their first event, so these two are the
+    // unlabelled ones that exist from the start.
+    assert!(
+        metrics.contains("# TYPE artifact_operator_admission_duration_seconds histogram"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE artifact_operator_gateway_sent_bytes counter"),
+        "{metrics}"
+    );
     operator.stop();
+}
+
+/// Two replicas share one Lease: the second waits while the first leads, takes over when the
+/// first is killed, and releases the Lease when it stops.
+#[test]
+fn replicas_hand_over_the_lease() {
+    let env = TestEnv::load();
+    let operator_namespace = support::unique_name("cli-operator");
+    create_namespace(&env, &operator_namespace, &[]);
+    let watched = support::unique_name("cli");
+    let listen = ["--webhook-listen", "127.0.0.1:0"];
+
+    let first = Operator::start(&env, &operator_namespace, &watched, &listen);
+    let led = first.wait_for_line("Became the leader");
+    let first_identity = field(&led, "identity");
+    let second = Operator::start(&env, &operator_namespace, &watched, &listen);
+    second.wait_for_line("Operator started");
+    second.wait_for_line("Waiting for leadership");
+    assert_eq!(lease_holder(&env, &operator_namespace), first_identity);
+
+    let mut first = first;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let took_over = second.wait_for_line("Became the leader");
+    let second_identity = field(&took_over, "identity");
+    assert_ne!(second_identity, first_identity);
+    assert_eq!(lease_holder(&env, &operator_namespace), second_identity);
+
+    second.stop();
+    assert_eq!(lease_holder(&env, &operator_namespace), "");
+}
+
+/// A custom resource that no test installs.
+#[derive(
+    kube::CustomResource, serde::Serialize, serde::Deserialize, Clone, Debug, schemars::JsonSchema,
+)]
+#[kube(
+    group = "never.artifacts.cameleer.io",
+    version = "v1",
+    kind = "NeverInstalled",
+    namespaced
+)]
+struct NeverInstalledSpec {}
+
+#[tokio::test]
+async fn missing_crd_names_the_install_command() {
+    let env = TestEnv::load();
+    let client = env.kube_client().await;
+
+    let error = artifact_operator::cluster::check_crd::<NeverInstalled>(&client, None)
+        .await
+        .unwrap_err();
+
+    let message = error.to_string();
+    assert!(
+        message.contains("neverinstalleds.never.artifacts.cameleer.io is not installed"),
+        "{message}"
+    );
+    assert!(
+        message.contains("artifact-operator crds | kubectl apply -f -"),
+        "{message}"
+    );
+    artifact_operator::cluster::check_crds(&client, None)
+        .await
+        .unwrap();
+}
+
+fn field(line: &str, name: &str) -> String {
+    let record: serde_json::Value = serde_json::from_str(line).unwrap();
+    record[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        .to_owned()
+}
+
+fn address(line: &str) -> String {
+    field(line, "address")
+}
+
+fn lease_holder(env: &TestEnv, namespace: &str) -> String {
+    let output = kubectl(
+        env,
+        &[
+            "get",
+            "lease",
+            "artifact-operator",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Returns the status code and body of a GET.
+fn get(url: &str) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_owned())
 }
 
 /// With `--webhook-url` the operator registers its webhook, and the API server sends it the

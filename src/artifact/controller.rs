@@ -221,6 +221,7 @@ pub fn key(artifact: &AppArtifact) -> String {
 
 #[instrument(skip_all, fields(artifact = %key(&artifact)))]
 async fn reconcile(artifact: Arc<AppArtifact>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
     let api: Api<AppArtifact> = Api::namespaced(
         context.client.clone(),
         &artifact.namespace().unwrap_or_default(),
@@ -240,6 +241,9 @@ async fn reconcile(artifact: Arc<AppArtifact>, context: Arc<Context>) -> Result<
         },
     });
     context.reconciles.fetch_add(1, Ordering::Relaxed);
+    context
+        .metrics
+        .record_reconcile_duration(METRIC_CONTROLLER, started.elapsed());
     result
 }
 

@@ -26,6 +26,7 @@ use crate::{
     conditions::{self, Desired, Outcome},
     crd::{ArtifactRegistry, ArtifactRegistryStatus},
     reconcile::{self, Backoff, Events},
+    telemetry::Metrics,
 };
 
 /// Condition type that reports whether the spec is one Zot accepts.
@@ -64,6 +65,7 @@ pub struct Context {
     pub events: Events,
     pub backoff: Backoff,
     pub settings: Settings,
+    pub metrics: Arc<Metrics>,
     reconciles: AtomicU64,
 }
 
@@ -74,8 +76,16 @@ impl Context {
             client,
             backoff: Backoff::default(),
             settings,
+            metrics: Arc::new(Metrics::default()),
             reconciles: AtomicU64::new(0),
         }
+    }
+
+    /// Records this controller's metrics into `metrics`, shared with the rest of the process.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Number of reconciles that finished, successfully or not.
@@ -172,8 +182,12 @@ async fn reconcile(
     registry: Arc<ArtifactRegistry>,
     context: Arc<Context>,
 ) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
     let result = reconcile_once(&registry, &context).await;
     context.reconciles.fetch_add(1, Ordering::Relaxed);
+    context
+        .metrics
+        .record_reconcile_duration(METRIC_CONTROLLER, started.elapsed());
     result
 }
 
@@ -201,13 +215,32 @@ async fn reconcile_once(registry: &ArtifactRegistry, context: &Context) -> Resul
     }
 
     context.backoff.record_success(&key(registry));
+    context
+        .metrics
+        .record_reconcile(METRIC_CONTROLLER, metric_result(&observation.outcome));
     Ok(Action::requeue(requeue_interval(&observation.outcome)))
 }
 
 fn error_policy(registry: Arc<ArtifactRegistry>, error: &Error, context: Arc<Context>) -> Action {
     let delay = context.backoff.record_failure(&key(&registry));
+    context.metrics.record_reconcile(METRIC_CONTROLLER, "error");
+    context
+        .metrics
+        .record_error(METRIC_CONTROLLER, error.metric_label());
     warn!(registry = %key(&registry), %error, kind = error.metric_label(), retry_in = ?delay, "Reconcile failed");
     Action::requeue(delay)
+}
+
+/// Label of the registry controller in metrics.
+const METRIC_CONTROLLER: &str = "registry";
+
+fn metric_result(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Ready { .. } => "ready",
+        Outcome::Progressing { .. } => "progressing",
+        Outcome::Stalled { .. } => "stalled",
+        Outcome::Waiting { .. } => "waiting",
+    }
 }
 
 fn requeue_interval(outcome: &Outcome) -> Duration {

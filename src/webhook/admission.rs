@@ -1,5 +1,5 @@
-//! The webhook's HTTP handler: reads an admission review for a pod, resolves what the pod asks
-//! for and answers with a JSON patch or a denial.
+//! The webhook's HTTP handler: reads an admission review for a pod, resolves what the pod requests
+//! and responds with a JSON patch or a denial.
 //!
 //! Reads come from reflector caches so that admission costs no API server round trip. A cache
 //! may lag the API server by a moment, so before a pod is refused because a namespace or an
@@ -43,7 +43,7 @@ use crate::{
 /// Path of the pod mutation endpoint.
 pub const MUTATE_PODS_PATH: &str = "/v1/mutate/pods";
 
-/// What the webhook puts into pods.
+/// Settings of what the webhook injects into pods.
 #[derive(Debug, Clone)]
 pub struct InjectionSettings {
     /// Base URL of the gateway as pods reach it, such as
@@ -51,7 +51,7 @@ pub struct InjectionSettings {
     pub gateway_url: String,
     /// Lifetime of an injected URL.
     pub url_ttl: Duration,
-    /// How an added loader looks.
+    /// Template of an added loader.
     pub loader: LoaderTemplate,
 }
 
@@ -110,7 +110,7 @@ async fn mutate_pods(
     Json(response.into_review())
 }
 
-/// Answers one admission request.
+/// Returns the response to one admission request.
 #[instrument(skip_all, fields(namespace = request.namespace.as_deref().unwrap_or_default(), pod = pod_name(request)))]
 pub async fn admit(
     state: &WebhookState,
@@ -204,7 +204,7 @@ async fn read_artifacts(
                 "api_unavailable",
                 format!(
                     "AppArtifact {namespace}/{name} could not be read from the API server \
-                     ({error}); the pod can be created again once the API server answers"
+                     ({error}); the pod can be created again once the API server responds"
                 ),
             )
         })?;

@@ -24,14 +24,15 @@ use super::{INJECT_LABEL, admission::MUTATE_PODS_PATH};
 pub const DEFAULT_NAME: &str = "artifact-operator";
 /// Name of the pod webhook inside the configuration.
 pub const WEBHOOK_NAME: &str = "pods.artifacts.cameleer.io";
-/// Seconds the API server waits for an answer; the design caps it at 10.
+/// Seconds the API server waits for a response. Kubernetes allows at most 30, and this
+/// operator keeps it at 10 or less so that pod creation never waits long.
 pub const TIMEOUT_SECONDS: i32 = 5;
 /// Field manager of the operator's server-side apply.
 const FIELD_MANAGER: &str = "artifact-operator";
 /// Label the API server puts on every namespace with its own name.
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-/// Where the API server sends admission reviews.
+/// Destination of the API server's admission reviews.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// A Service in the cluster (the Helm chart's layout).
@@ -53,7 +54,7 @@ pub struct WebhookConfig {
     /// PEM of the CAs that sign the serving certificate.
     pub ca_bundle: String,
     /// Namespaces whose pods never reach the webhook: `kube-system` and the operator's own, so
-    /// that a broken webhook can never block the pods that would repair it.
+    /// that a broken webhook does not block the pods that would repair it.
     pub excluded_namespaces: Vec<String>,
     /// When not empty, only pods of these namespaces reach the webhook, as for an operator
     /// that watches one namespace.
@@ -61,7 +62,7 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
-    /// The default set-up for an operator in `operator_namespace`.
+    /// Returns the default configuration for an operator in `operator_namespace`.
     pub fn new(endpoint: Endpoint, ca_bundle: String, operator_namespace: &str) -> Self {
         Self {
             name: DEFAULT_NAME.to_owned(),

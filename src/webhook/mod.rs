@@ -4,7 +4,7 @@
 //! the annotation [`ARTIFACTS_ANNOTATION`]. On CREATE the webhook resolves each name from a
 //! reflector cache, signs a gateway URL for its digest and adds the URL, digest, size and file
 //! name as environment variables of the pod's loader init container, or adds a loader when the
-//! pod asks for one. A pod that names a missing, unready or foreign artifact is denied with a
+//! pod requests one. A pod that names a missing, unready or foreign artifact is denied with a
 //! message that names the artifact and the reason.
 //!
 //! The steps are separate so that each is testable on plain values: [`opt_in`] reads the
@@ -34,7 +34,7 @@ pub const INJECTED_ANNOTATION: &str = "artifacts.cameleer.io/injected";
 /// Default name of the loader init container.
 pub const DEFAULT_LOADER_CONTAINER: &str = "loader";
 
-/// Why a pod is refused. The message reaches the user through the ReplicaSet's events, so it
+/// Reason for refusing a pod. The message reaches the user through the ReplicaSet's events, so it
 /// names the artifact or annotation at fault and what to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

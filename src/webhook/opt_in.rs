@@ -1,4 +1,4 @@
-//! Reads what a pod asks for from its labels and annotations.
+//! Reads a pod's request for artifacts from its labels and annotations.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +12,7 @@ use crate::crd::names::{is_dns_label, is_dns_subdomain};
 /// and the annotation is read on every admission, so the list stays short.
 pub const MAX_ARTIFACTS: usize = 16;
 
-/// What an opted-in pod asks the webhook for.
+/// The request of an opted-in pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptIn {
     /// AppArtifact names in the pod's namespace, without duplicates, in the annotation's order.

@@ -19,12 +19,12 @@ pub const VOLUME_NAME: &str = "artifact-operator-jars";
 /// Room in the emptyDir beyond the artifacts themselves, for the loader's partial file.
 const VOLUME_SLACK_BYTES: i64 = 1024 * 1024;
 
-/// How an added loader init container looks.
+/// Template of an added loader init container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoaderTemplate {
     /// Image whose entrypoint is the `artifact-operator` binary.
     pub image: String,
-    /// Where the loader writes JARs and where app containers find them, read-only.
+    /// Directory that the loader writes JARs into and that app containers mount read-only.
     pub mount_path: String,
 }
 

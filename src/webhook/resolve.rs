@@ -15,7 +15,7 @@ use crate::{
 /// Prefix of the environment variables of a pod's only artifact.
 pub const ENV_PREFIX: &str = "ARTIFACT_";
 
-/// Longest part of an AppArtifact's Ready message quoted in a denial.
+/// Maximum number of characters of an AppArtifact's Ready message quoted in a denial.
 const MAX_QUOTED_MESSAGE: usize = 300;
 
 /// One artifact to hand to the pod.

@@ -1,6 +1,8 @@
 //! Logging set-up (text or JSON lines through `tracing`, filtered by `RUST_LOG`) and the
 //! operator's Prometheus metrics.
 
+pub mod endpoints;
+
 use std::io::IsTerminal as _;
 
 use clap::ValueEnum;
@@ -67,6 +69,13 @@ pub struct ReconcileLabels {
     pub result: &'static str,
 }
 
+/// Labels of the reconcile duration histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// `registry` or `artifact`.
+    pub controller: &'static str,
+}
+
 /// Labels of the push counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PushLabels {
@@ -110,6 +119,13 @@ pub struct Metrics {
     gateway_bytes: Counter,
     admissions: Family<AdmissionLabels, Counter>,
     admission_duration: Histogram,
+    reconcile_duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
+}
+
+/// Buckets of the reconcile duration: from 5 ms to about 80 s, since a reconcile may push a
+/// large JAR.
+fn reconcile_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
 }
 
 impl Default for Metrics {
@@ -167,6 +183,16 @@ impl Default for Metrics {
             Unit::Seconds,
             admission_duration.clone(),
         );
+        let reconcile_duration =
+            Family::<ControllerLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                reconcile_histogram,
+            );
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time a reconcile took, by controller",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -177,6 +203,7 @@ impl Default for Metrics {
             gateway_bytes,
             admissions,
             admission_duration,
+            reconcile_duration,
         }
     }
 }
@@ -187,6 +214,17 @@ impl Metrics {
         self.reconciles
             .get_or_create(&ReconcileLabels { controller, result })
             .inc();
+    }
+
+    /// Records how long one reconcile took.
+    pub fn record_reconcile_duration(
+        &self,
+        controller: &'static str,
+        duration: std::time::Duration,
+    ) {
+        self.reconcile_duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(duration.as_secs_f64());
     }
 
     /// Counts one failure of a reconcile.
