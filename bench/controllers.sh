@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Time `artifact-operator run` (release build) on a namespace of its own: start-up until the
-# webhook's TLS listener responds, RSS when idle, the time for BENCH_READY AppArtifacts with a
-# ConfigMap source to become Ready, the API requests that took, and RSS once BENCH_WATCHED
-# AppArtifacts exist. Called by bench/run.sh with OPERATOR, KUBECTL, RESULTS and the variables
-# of testenv.env. Writes $RESULTS/controllers.txt as `key: value` lines.
+# Time `artifact-operator run` (release build) on a namespace of its own. Records the start-up
+# time until the webhook's TLS listener responds and until /readyz returns 200, RSS when idle,
+# the time for BENCH_READY AppArtifacts with a ConfigMap source to become Ready, the API
+# requests and reconciles that took, and RSS once BENCH_WATCHED AppArtifacts exist. Called by
+# bench/run.sh with OPERATOR, RESULTS and the variables of testenv.env. Writes
+# $RESULTS/controllers.txt as `key: value` lines.
 set -euo pipefail
 
 : "${BENCH_READY:=500}" "${BENCH_WATCHED:=5000}"
@@ -100,12 +101,20 @@ write_artifacts() {
   done >"$file"
 }
 
-webhook_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+webhook_port=$(free_port)
+metrics_port=$(free_port)
+# Sum of the operator's artifact_operator_reconciles_total over both controllers and results.
+reconciles() {
+  curl -fsS "http://127.0.0.1:$metrics_port/metrics" |
+    awk '/^artifact_operator_reconciles_total/ { sum += $NF } END { printf "%d", sum }'
+}
 log "starting the operator on $namespace"
 started=$(now)
 RUST_LOG=info LOG_FORMAT=json KUBECONFIG="$TESTENV_KUBECONFIG" "$OPERATOR" run \
   --watch-namespace "$namespace" --operator-namespace "$operator_namespace" \
   --gateway-listen 127.0.0.1:0 --webhook-listen "127.0.0.1:$webhook_port" \
+  --metrics-listen "127.0.0.1:$metrics_port" \
   --webhook-ip 127.0.0.1 --webhook-configuration "bench-$suffix" 2>"$RESULTS/operator.log" &
 operator_pid=$!
 # The webhook listens once the caches, keys and certificate are loaded. The configuration name
@@ -115,12 +124,17 @@ until curl -sk -o /dev/null "https://127.0.0.1:$webhook_port/"; do
   sleep 0.05
 done
 printf 'startup_to_webhook_s: %s\n' "$(elapsed "$started" "$(now)")" >>"$out"
+until curl -fs -o /dev/null "http://127.0.0.1:$metrics_port/readyz"; do
+  sleep 0.05
+done
+printf 'startup_to_readyz_s: %s\n' "$(elapsed "$started" "$(now)")" >>"$out"
 sleep 10
 printf 'idle_rss_mib: %s\n' "$(rss_mib "$operator_pid")" >>"$out"
 
 log "creating $BENCH_READY AppArtifacts with a ConfigMap source"
 write_artifacts 1 "$BENCH_READY" '{configMapKeyRef: {name: jars, key: app.jar}}' "$work/ready.yaml"
 api_requests >"$work/requests-before.txt"
+reconciles_before=$(reconciles)
 started=$(now)
 kubectl create -n "$namespace" -f "$work/ready.yaml" >/dev/null
 printf 'create_%s_s: %s\n' "$BENCH_READY" "$(elapsed "$started" "$(now)")" >>"$out"
@@ -134,6 +148,7 @@ polls=$((polls + 1))
 printf 'ready_%s_s: %s\n' "$BENCH_READY" "$(elapsed "$started" "$(now)")" >>"$out"
 sleep 2
 api_requests >"$work/requests-after.txt"
+reconciles_after=$(reconciles)
 delta=$(api_delta "$work/requests-before.txt" "$work/requests-after.txt")
 # This script's own requests: the creates and the polls (LIST appartifacts).
 own=$((BENCH_READY + polls))
@@ -143,6 +158,9 @@ total=$(tail -n 1 <<<"$delta")
   head -n -1 <<<"$delta"
   printf 'api_requests_per_ready_artifact: %s\n' \
     "$(awk -v d="$((total - own))" -v n="$BENCH_READY" 'BEGIN { printf "%.1f", d / n }')"
+  printf 'reconciles: %s\n' "$((reconciles_after - reconciles_before))"
+  printf 'api_requests_per_reconcile: %s\n' \
+    "$(awk -v d="$((total - own))" -v n="$((reconciles_after - reconciles_before))" 'BEGIN { if (n) printf "%.1f", d / n; else print "n/a" }')"
 } >>"$out"
 printf 'rss_after_%s_ready_mib: %s\n' "$BENCH_READY" "$(rss_mib "$operator_pid")" >>"$out"
 
