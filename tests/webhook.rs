@@ -224,8 +224,8 @@ impl Harness {
         }
     }
 
-    /// The ServiceAccount admission plugin refuses pods until the namespace's default
-    /// ServiceAccount exists, which kube-controller-manager creates shortly after the namespace.
+    /// Waits for the namespace's default ServiceAccount, which kube-controller-manager creates
+    /// shortly after the namespace: the ServiceAccount admission plugin rejects pods until then.
     async fn wait_for_service_account(&self) {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
         for _ in 0..300 {
@@ -237,8 +237,9 @@ impl Harness {
         panic!("namespace {} got no default ServiceAccount", self.namespace);
     }
 
-    /// The API server picks up a new configuration asynchronously; a dry-run pod that names a
-    /// missing artifact is denied once our webhook is called.
+    /// Waits until the API server calls our webhook. It picks up a new configuration
+    /// asynchronously, so the test creates dry-run pods that name a missing artifact until one
+    /// is denied.
     async fn wait_until_webhook_called(&self) {
         let probe = pod_json(&["probe-not-an-artifact"], true, false);
         let pod: Pod = serde_json::from_value(probe).unwrap();
@@ -270,7 +271,7 @@ impl Harness {
     }
 }
 
-/// A second webhook, called after ours, that adds [`REINVOKE_LABEL`].
+/// Builds a second webhook, called after ours, that adds [`REINVOKE_LABEL`].
 fn touching_configuration(ours: &WebhookConfig, base_url: &str) -> MutatingWebhookConfiguration {
     let mut touching = configuration::build(ours);
     touching.metadata.name = Some(format!("z-{}", ours.name));
@@ -304,7 +305,8 @@ async fn touch(
     )
 }
 
-/// A pod spec that opts in to `artifacts`, with a loader init container unless `add_loader`.
+/// Returns the metadata and spec of a pod that opts in to `artifacts`, with a loader init
+/// container unless `add_loader`.
 fn pod_spec(artifacts: &[&str], add_loader: bool) -> (Value, Value) {
     let mut annotations = json!({ ARTIFACTS_ANNOTATION: artifacts.join(",") });
     if add_loader {

@@ -252,7 +252,7 @@ impl Metrics {
         self.gateway_bytes.inc_by(bytes);
     }
 
-    /// Counts one answered admission review and its duration.
+    /// Counts one admission review that got a response, and its duration.
     pub fn record_admission(&self, result: &'static str, duration: std::time::Duration) {
         self.admissions
             .get_or_create(&AdmissionLabels { result })
