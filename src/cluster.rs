@@ -134,8 +134,8 @@ pub async fn discover_address_ranges(client: &Client) -> Vec<ipnet::IpNet> {
     ranges
 }
 
-/// Starts a reflector over `events` and waits until its first list is complete, so that a
-/// reader never answers from an empty cache. `kind` names the objects in log lines.
+/// Starts a reflector over `events` and waits until its first list is complete, so that no
+/// reader sees an empty cache. `kind` names the objects in log lines.
 pub async fn start_cache<K, S>(
     kind: &'static str,
     events: S,

@@ -211,7 +211,7 @@ impl Harness {
         ArtifactCoordinates::new(&self.tenant, app, version).unwrap()
     }
 
-    /// A client of the shared distribution registry with the test environment's account.
+    /// Returns a client of the shared distribution registry with the test environment's account.
     fn distribution(&self) -> RegistryClient {
         self.env.distribution_client()
     }
@@ -317,7 +317,7 @@ fn has_condition(artifact: &AppArtifact, type_: &str, status: &str) -> bool {
     condition(artifact, type_).is_some_and(|condition| condition.status == status)
 }
 
-/// A small JAR-like file: the ZIP signature followed by `filler`.
+/// Returns a small JAR-like file: the ZIP signature followed by `filler`.
 fn small_jar(filler: &str) -> Vec<u8> {
     let mut bytes = b"PK\x03\x04".to_vec();
     bytes.extend_from_slice(filler.as_bytes());

@@ -138,7 +138,7 @@ fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
-/// A JAR-like file with distinct bytes at every offset, so a wrong range shows.
+/// Returns a JAR-like file with distinct bytes at every offset, so a wrong range shows.
 fn numbered_jar(size: usize) -> Vec<u8> {
     let mut jar = b"PK\x03\x04".to_vec();
     jar.extend((0..size - 4).map(|i| (i % 251) as u8));
@@ -386,7 +386,7 @@ fn query_value(url: &reqwest::Url, name: &str) -> String {
 #[tokio::test]
 async fn wrong_registry_bytes_cut_transfer() {
     let harness = Harness::start(numbered_jar(4_096)).await;
-    // A registry that answers every blob request with the right length and wrong content,
+    // A registry that serves every blob with the right length and wrong content,
     // which a content-addressed registry never does on its own.
     let wrong = format!("PK\u{3}\u{4}{}", "x".repeat(4_092));
     let fake = FakeRegistry::start(move |request, _| {

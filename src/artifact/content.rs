@@ -30,7 +30,7 @@ pub struct OpenedSource {
     pub source_url: Option<String>,
 }
 
-/// Where the JAR comes from, once the spec is read.
+/// Source of the JAR, once the spec is read.
 #[derive(Debug, Clone, Copy)]
 pub enum SourceKind<'a> {
     Url(&'a UrlSource),
@@ -70,7 +70,7 @@ impl<'a> SourceKind<'a> {
 ///
 /// # Errors
 ///
-/// A [`Failure`] with `fetch` set: transient when the API server or the URL's host may answer
+/// A [`Failure`] with `fetch` set: transient when the API server or the URL's host may respond
 /// later, permanent when the referenced object or key is missing or the download is rejected.
 pub async fn open(
     client: &Client,

@@ -410,7 +410,7 @@ fn requeue(artifact: &AppArtifact, observation: &Observation, context: &Context)
 /// AppArtifact that lost a version conflict never deletes the winner's artifact. When the
 /// ArtifactRegistry itself is gone, the tag cannot be reached and the finalizer is released
 /// with a Warning. When the registry exists but fails, the deletion is retried with backoff and
-/// the status says how to release the object by hand.
+/// the status explains how to release the object by hand.
 async fn cleanup(artifact: &AppArtifact, context: &Context) -> Result<Action, Error> {
     if artifact.spec.deletion_policy == DeletionPolicy::Retain {
         info!("deletionPolicy is Retain; the registry tag stays");

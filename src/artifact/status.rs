@@ -195,7 +195,7 @@ fn embedded_source_error(error: &StoreError) -> Option<&SourceError> {
     None
 }
 
-/// What one reconcile found, before it becomes the status.
+/// Result of one reconcile, before it becomes the status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     pub outcome: Outcome,

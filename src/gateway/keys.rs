@@ -27,11 +27,11 @@ use super::signing::{InvalidKeyRing, KeyRing};
 pub const DEFAULT_SECRET_NAME: &str = "artifact-operator-signing-keys";
 /// Key of the Secret's data that contains the ring as JSON.
 pub const RING_KEY: &str = "keyring.json";
-/// Annotation whose new value asks for a rotation, for example
+/// Annotation whose new value requests a rotation, for example
 /// `kubectl annotate secret artifact-operator-signing-keys artifacts.cameleer.io/rotate-requested="$(date +%s)" --overwrite`.
 pub const ROTATE_ANNOTATION: &str = "artifacts.cameleer.io/rotate-requested";
 
-/// Where the ring lives and how often it changes.
+/// Location of the ring and the interval of its rotation.
 #[derive(Debug, Clone)]
 pub struct KeySettings {
     pub namespace: String,

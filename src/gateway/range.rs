@@ -2,14 +2,14 @@
 //! tools send to resume a transfer. Requests for several ranges get the whole content, which
 //! the RFC allows.
 
-/// What to send for a request's `Range` header.
+/// Part of the content to send for a request's `Range` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteRange {
     /// The whole content, with status 200.
     Full,
     /// Bytes `start..=end`, with status 206.
     Partial { start: u64, end: u64 },
-    /// No byte of the range exists, so the answer is 416.
+    /// No byte of the range exists, so the response is 416.
     Unsatisfiable,
 }
 

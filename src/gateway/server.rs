@@ -69,7 +69,7 @@ pub fn router(state: Arc<GatewayState>) -> Router {
 }
 
 /// Starts a reflector of AppArtifacts (in `namespace`, or all namespaces) and waits until its
-/// first list is complete, so that the gateway never answers from an empty cache.
+/// first list is complete, so that the gateway never reads an empty cache.
 pub async fn artifact_cache(
     client: Client,
     namespace: Option<&str>,

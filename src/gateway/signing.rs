@@ -242,8 +242,8 @@ pub fn signed_url(base: &str, target: &UrlTarget<'_>, signature: &UrlSignature) 
     )
 }
 
-/// Reason why a URL was rejected. The code goes into the response body; it says what is wrong
-/// and never which key material would have been right.
+/// Reason why a URL was rejected. The code goes into the response body. It names what is
+/// wrong and never which key material would have been right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     /// `kid`, `exp` or `sig` is missing or malformed.
@@ -274,7 +274,7 @@ impl Rejection {
 /// Verifies a URL's signature against the ring at `now`.
 ///
 /// The signature is compared in constant time. Expiry is checked after the signature, so that
-/// an unsigned `exp` never changes the answer an attacker sees.
+/// an unsigned `exp` never changes the response an attacker gets.
 pub fn verify(
     ring: &KeyRing,
     target: &UrlTarget<'_>,

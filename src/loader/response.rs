@@ -90,7 +90,7 @@ pub fn decide_resumed(
 /// Builds the error for a rejected status and the reason code of its body, if any.
 ///
 /// 410 Gone, or 403 whose reason is `expired` (or ends in `_expired` or `-expired`), means the
-/// pre-signed URL has expired. The gateway also answers 410 with reason `revoked` when the
+/// pre-signed URL has expired. The gateway also returns 410 with reason `revoked` when the
 /// AppArtifact is gone or stores another digest, which is reported as not found.
 pub fn rejection(url: &SignedUrl, status: StatusCode, reason: Option<String>) -> LoaderError {
     let url = url.clone();

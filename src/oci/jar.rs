@@ -185,10 +185,10 @@ impl RegistryClient {
 
     /// Pushes a manifest whose blobs were confirmed a moment ago.
     ///
-    /// A registry may still answer `MANIFEST_BLOB_UNKNOWN` when another client commits the same
+    /// A registry may still return `MANIFEST_BLOB_UNKNOWN` when another client commits the same
     /// blob to the repository at that instant: the CNCF distribution registry rewrites the
     /// repository's link file in place, and a manifest check that reads it half-written fails.
-    /// Such an answer contradicts what the registry just reported, so the push is repeated a few
+    /// Such an error contradicts what the registry just reported, so the push is repeated a few
     /// times with the client's backoff before the error is returned.
     async fn push_manifest_after_blobs(
         &self,

@@ -247,7 +247,8 @@ fn requeue_interval(outcome: &Outcome) -> Duration {
     match outcome {
         Outcome::Ready { .. } => READY_REQUEUE,
         Outcome::Progressing { .. } => PROGRESSING_REQUEUE,
-        // Registries never wait for a user action; a wait is polled like a stalled state.
+        // The registry controller produces no wait outcome, so one would be polled like a
+        // stalled state.
         Outcome::Stalled { .. } | Outcome::Waiting { .. } => STALLED_REQUEUE,
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! A replica is ready once its caches have listed everything and the webhook has a valid
 //! serving certificate, so the Service sends admission reviews only to replicas that can
-//! respond to them. Liveness says only that the process serves HTTP: a replica waiting for
+//! respond to them. Liveness reports only that the process serves HTTP: a replica waiting for
 //! leadership or for its caches is alive and must not be restarted.
 
 use std::sync::{

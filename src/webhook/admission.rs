@@ -1,10 +1,10 @@
-//! The webhook's HTTP handler: reads an admission review for a pod, resolves what the pod requests
-//! and responds with a JSON patch or a denial.
+//! The webhook's HTTP handler: reads an admission review for a pod, resolves the artifacts it
+//! requests and responds with a JSON patch or a denial.
 //!
 //! Reads come from reflector caches so that admission costs no API server round trip. A cache
-//! may lag the API server by a moment, so before a pod is refused because a namespace or an
-//! AppArtifact is missing or not Ready, the webhook reads them live: a refusal is always based
-//! on the current state.
+//! may lag the API server by a moment. So before a pod is denied because a namespace or an
+//! AppArtifact is missing or not Ready, the webhook reads them live, and a denial reflects the
+//! current state.
 
 use std::{
     collections::BTreeMap,

@@ -24,8 +24,8 @@ use super::{INJECT_LABEL, admission::MUTATE_PODS_PATH};
 pub const DEFAULT_NAME: &str = "artifact-operator";
 /// Name of the pod webhook inside the configuration.
 pub const WEBHOOK_NAME: &str = "pods.artifacts.cameleer.io";
-/// Seconds the API server waits for a response. Kubernetes allows at most 30, and this
-/// operator keeps it at 10 or less so that pod creation never waits long.
+/// Seconds the API server waits for a response. Kubernetes accepts 1 to 30; a short wait keeps
+/// pod creation fast when the operator is unreachable.
 pub const TIMEOUT_SECONDS: i32 = 5;
 /// Field manager of the operator's server-side apply.
 const FIELD_MANAGER: &str = "artifact-operator";

@@ -1,8 +1,8 @@
-//! The mutating admission webhook that gives pods their JARs (design §3).
+//! The mutating admission webhook that gives pods their JARs.
 //!
 //! A pod opts in with the label [`INJECT_LABEL`] and lists AppArtifacts of its own namespace in
 //! the annotation [`ARTIFACTS_ANNOTATION`]. On CREATE the webhook resolves each name from a
-//! reflector cache, signs a gateway URL for its digest and adds the URL, digest, size and file
+//! reflector cache and signs a gateway URL for its digest. It adds the URL, digest, size and file
 //! name as environment variables of the pod's loader init container, or adds a loader when the
 //! pod requests one. A pod that names a missing, unready or foreign artifact is denied with a
 //! message that names the artifact and the reason.

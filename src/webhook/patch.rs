@@ -71,8 +71,8 @@ pub fn build(
         Some(index) => {
             let container = init_containers[index];
             let base = format!("/spec/initContainers/{index}");
-            let wanted = injections.iter().flat_map(env);
-            env_operations(&base, container, wanted.collect(), already_injected)?
+            let expected = injections.iter().flat_map(env);
+            env_operations(&base, container, expected.collect(), already_injected)?
         }
         None if opt_in.add_loader => added_loader_operations(pod, opt_in, injections, loader)?,
         None => return Err(missing_loader(&opt_in.loader_container)),
@@ -130,12 +130,12 @@ fn env_var((name, value): (String, String)) -> Value {
 fn env_operations(
     base: &str,
     container: &Value,
-    wanted: Vec<(String, String)>,
+    expected: Vec<(String, String)>,
     already_injected: bool,
 ) -> Result<Vec<Operation>, Denial> {
     let existing = container.get("env");
-    let mut missing = Vec::with_capacity(wanted.len());
-    for (name, value) in wanted {
+    let mut missing = Vec::with_capacity(expected.len());
+    for (name, value) in expected {
         if !has_named(existing, &name) {
             missing.push((name, value));
         } else if !already_injected {

@@ -60,7 +60,7 @@ impl FileServer {
         self.insert(path, body, Some(authorization.to_owned()))
     }
 
-    /// Answers requests for `path` with an error status such as `503 Service Unavailable`.
+    /// Serves requests for `path` with an error status such as `503 Service Unavailable`.
     pub fn fail(&self, path: &str, status: &'static str) -> String {
         let file = File {
             status,
@@ -81,7 +81,7 @@ impl FileServer {
         self.url(path)
     }
 
-    /// Stops serving `path`, which then answers 404.
+    /// Stops serving `path`, which then returns 404.
     pub fn remove(&self, path: &str) {
         self.files.lock().unwrap().remove(path);
     }

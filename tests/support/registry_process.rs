@@ -15,7 +15,7 @@ pub struct RegistryProcess {
 }
 
 impl RegistryProcess {
-    /// Writes the configuration and starts the registry, waiting until `/v2/` answers.
+    /// Writes the configuration and starts the registry, waiting until `/v2/` responds.
     pub async fn start() -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();

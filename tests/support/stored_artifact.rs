@@ -1,6 +1,6 @@
 //! Fixtures for tests that need an artifact already in the shared distribution registry: the
 //! registry's client and login, an external ArtifactRegistry pointing at it, and an AppArtifact
-//! whose status says what the controller would say after a push.
+//! with the status the controller writes after a push.
 
 #![allow(dead_code)] // Each test crate uses a different subset.
 
