@@ -18,21 +18,19 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
     api::PartialObjectMeta,
-    core::{
-        DynamicObject,
-        admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
-    },
     runtime::{
         reflector::{ObjectRef, Store},
         watcher,
     },
 };
-use tracing::{info, instrument, warn};
+use serde_json::Value;
+use tracing::{debug, info, instrument, warn};
 
 use super::{
     Denial, opt_in,
     patch::{self, LoaderTemplate},
     resolve::{self, Signer},
+    review::{Request, Response, Review},
 };
 use crate::{
     crd::{AppArtifact, TENANT_LABEL},
@@ -88,23 +86,23 @@ pub async fn namespace_cache(
 
 async fn mutate_pods(
     State(state): State<Arc<WebhookState>>,
-    Json(review): Json<AdmissionReview<DynamicObject>>,
-) -> Json<AdmissionReview<DynamicObject>> {
+    Json(review): Json<Review>,
+) -> Json<Value> {
     let started = Instant::now();
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(request) => request,
-        Err(error) => {
-            warn!(%error, "Rejected a malformed admission review");
-            state.metrics.record_admission("invalid", started.elapsed());
-            return Json(AdmissionResponse::invalid(error).into_review());
+    let (response, result) = match review.into_request() {
+        Ok(request) => {
+            let response = admit(&state, &request).await;
+            let result = match (response.allowed, &response.patch) {
+                (false, _) => "denied",
+                (true, Some(_)) => "injected",
+                (true, None) => "allowed",
+            };
+            (response, result)
         }
-    };
-
-    let response = admit(&state, &request).await;
-    let result = match (&response, response.allowed) {
-        (_, false) => "denied",
-        (response, true) if response.patch.is_some() => "injected",
-        _ => "allowed",
+        Err(message) => {
+            warn!(%message, "Rejected a malformed admission review");
+            (Response::deny("", 400, message), "invalid")
+        }
     };
     state.metrics.record_admission(result, started.elapsed());
     Json(response.into_review())
@@ -112,27 +110,23 @@ async fn mutate_pods(
 
 /// Returns the response to one admission request.
 #[instrument(skip_all, fields(namespace = request.namespace.as_deref().unwrap_or_default(), pod = pod_name(request)))]
-pub async fn admit(
-    state: &WebhookState,
-    request: &AdmissionRequest<DynamicObject>,
-) -> AdmissionResponse {
-    let response = AdmissionResponse::from(request);
+pub async fn admit(state: &WebhookState, request: &Request) -> Response {
     let (Some(pod), Some(namespace)) = (&request.object, request.namespace.as_deref()) else {
-        return response;
+        return Response::allow(&request.uid);
     };
-    if request.operation != Operation::Create || request.kind.kind != "Pod" {
-        return response;
+    if !request.is_pod_creation() {
+        return Response::allow(&request.uid);
     }
 
     match inject(state, namespace, pod).await {
-        Ok(None) => response,
+        Ok(None) => Response::allow(&request.uid),
         Ok(Some((operations, injected))) => {
-            info!(artifacts = ?injected, "Injected");
-            with_operations(response, &operations)
+            debug!(artifacts = ?injected, "Injected");
+            with_operations(&request.uid, &operations)
         }
         Err(denial) => {
             info!(reason = denial.reason, message = %denial.message, "Denied");
-            deny(response, &denial)
+            Response::deny(&request.uid, 403, denial.message)
         }
     }
 }
@@ -142,12 +136,10 @@ type Injected = (Vec<patch::Operation>, Vec<String>);
 async fn inject(
     state: &WebhookState,
     namespace: &str,
-    pod: &DynamicObject,
+    pod: &Value,
 ) -> Result<Option<Injected>, Denial> {
-    let empty = BTreeMap::new();
-    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
-    let Some(opt_in) = opt_in::read(namespace, labels, annotations)? else {
+    let metadata = pod.get("metadata").unwrap_or(&Value::Null);
+    let Some(opt_in) = opt_in::read(namespace, metadata)? else {
         return Ok(None);
     };
 
@@ -174,13 +166,7 @@ async fn inject(
         resolved => resolved?,
     };
 
-    let raw = serde_json::to_value(pod).map_err(|error| {
-        Denial::new(
-            "invalid_pod",
-            format!("the pod could not be read as JSON: {error}"),
-        )
-    })?;
-    let operations = patch::build(&raw, &opt_in, &injections, &state.settings.loader)?;
+    let operations = patch::build(pod, &opt_in, &injections, &state.settings.loader)?;
     Ok(Some((operations, opt_in.artifacts)))
 }
 
@@ -236,36 +222,19 @@ async fn namespace_tenant(state: &WebhookState, namespace: &str) -> Option<Strin
     }
 }
 
-fn with_operations(
-    response: AdmissionResponse,
-    operations: &[patch::Operation],
-) -> AdmissionResponse {
+fn with_operations(uid: &str, operations: &[patch::Operation]) -> Response {
     if operations.is_empty() {
-        return response;
+        return Response::allow(uid);
     }
-    let patch: json_patch::Patch = serde_json::to_value(operations)
-        .and_then(serde_json::from_value)
-        .expect("add operations with string paths must convert to a JSON patch");
-    response
-        .with_patch(patch)
-        .expect("a JSON patch must serialize")
+    let patch = serde_json::to_vec(operations)
+        .expect("operations of strings and JSON values must serialize");
+    Response::patch(uid, &patch)
 }
 
-fn deny(response: AdmissionResponse, denial: &Denial) -> AdmissionResponse {
-    let mut response = response.deny(&denial.message);
-    response.result.code = 403;
-    response.result.reason = "Forbidden".to_owned();
-    response
-}
-
-fn pod_name(request: &AdmissionRequest<DynamicObject>) -> String {
-    let metadata = request.object.as_ref().map(|pod| &pod.metadata);
-    metadata
-        .and_then(|metadata| {
-            metadata
-                .name
-                .clone()
-                .or_else(|| metadata.generate_name.clone())
-        })
+fn pod_name(request: &Request) -> &str {
+    let metadata = request.object.as_ref().and_then(|pod| pod.get("metadata"));
+    let name = |key| metadata.and_then(|metadata| metadata.get(key)?.as_str());
+    name("name")
+        .or_else(|| name("generateName"))
         .unwrap_or_default()
 }

@@ -9,9 +9,10 @@
 //!
 //! The steps are separate so that each is testable on plain values: [`opt_in`] reads the
 //! annotations, [`resolve`] turns cached objects into injections or denials, [`patch`] builds
-//! the JSON patch from the raw pod, [`admission`] ties them to an admission review, and
-//! [`configuration`] renders the MutatingWebhookConfiguration. [`certs`] keeps the serving
-//! certificate and its CA in a Secret and [`tls_server`] serves the routes with it.
+//! the JSON patch from the raw pod, [`review`] reads and writes the admission review's JSON,
+//! [`admission`] ties the steps to a review, and [`configuration`] renders the
+//! MutatingWebhookConfiguration. [`certs`] keeps the serving certificate and its CA in a Secret
+//! and [`tls_server`] serves the routes with it.
 
 pub mod admission;
 pub mod certs;
@@ -19,6 +20,7 @@ pub mod configuration;
 pub mod opt_in;
 pub mod patch;
 pub mod resolve;
+pub mod review;
 pub mod tls_server;
 
 /// Label that opts a pod in; the webhook's objectSelector matches it.

@@ -1,6 +1,6 @@
 //! Reads a pod's request for artifacts from its labels and annotations.
 
-use std::collections::BTreeMap;
+use serde_json::Value;
 
 use super::{
     ADD_LOADER_ANNOTATION, ARTIFACTS_ANNOTATION, DEFAULT_LOADER_CONTAINER, Denial, INJECT_LABEL,
@@ -23,7 +23,7 @@ pub struct OptIn {
     pub add_loader: bool,
 }
 
-/// Reads the opt-in of a pod in `namespace`.
+/// Reads the opt-in of a pod in `namespace` from its `metadata` as the API server sent it.
 ///
 /// Returns `Ok(None)` for a pod that did not opt in, which the webhook admits unchanged.
 ///
@@ -31,18 +31,15 @@ pub struct OptIn {
 ///
 /// A [`Denial`] naming the annotation and the value at fault when the pod opted in but its
 /// annotations are malformed.
-pub fn read(
-    namespace: &str,
-    labels: &BTreeMap<String, String>,
-    annotations: &BTreeMap<String, String>,
-) -> Result<Option<OptIn>, Denial> {
-    if labels.get(INJECT_LABEL).map(String::as_str) != Some("true") {
+pub fn read(namespace: &str, metadata: &Value) -> Result<Option<OptIn>, Denial> {
+    if string_entry(metadata, "labels", INJECT_LABEL) != Some("true") {
         return Ok(None);
     }
 
-    let artifacts = artifact_names(namespace, annotations.get(ARTIFACTS_ANNOTATION))?;
-    let loader_container = loader_container(annotations.get(LOADER_CONTAINER_ANNOTATION))?;
-    let add_loader = add_loader(annotations.get(ADD_LOADER_ANNOTATION))?;
+    let annotation = |key| string_entry(metadata, "annotations", key);
+    let artifacts = artifact_names(namespace, annotation(ARTIFACTS_ANNOTATION))?;
+    let loader_container = loader_container(annotation(LOADER_CONTAINER_ANNOTATION))?;
+    let add_loader = add_loader(annotation(ADD_LOADER_ANNOTATION))?;
     Ok(Some(OptIn {
         artifacts,
         loader_container,
@@ -50,7 +47,12 @@ pub fn read(
     }))
 }
 
-fn artifact_names(namespace: &str, value: Option<&String>) -> Result<Vec<String>, Denial> {
+/// Returns `metadata.{map}[key]` when it is a string.
+fn string_entry<'a>(metadata: &'a Value, map: &str, key: &str) -> Option<&'a str> {
+    metadata.get(map)?.get(key)?.as_str()
+}
+
+fn artifact_names(namespace: &str, value: Option<&str>) -> Result<Vec<String>, Denial> {
     let mut names: Vec<String> = Vec::new();
     for entry in value.into_iter().flat_map(|value| value.split(',')) {
         let name = entry.trim();
@@ -106,7 +108,7 @@ fn check_name(namespace: &str, name: &str) -> Result<(), Denial> {
     Ok(())
 }
 
-fn loader_container(value: Option<&String>) -> Result<String, Denial> {
+fn loader_container(value: Option<&str>) -> Result<String, Denial> {
     let Some(name) = value.map(|value| value.trim()) else {
         return Ok(DEFAULT_LOADER_CONTAINER.to_owned());
     };
@@ -122,7 +124,7 @@ fn loader_container(value: Option<&String>) -> Result<String, Denial> {
     Ok(name.to_owned())
 }
 
-fn add_loader(value: Option<&String>) -> Result<bool, Denial> {
+fn add_loader(value: Option<&str>) -> Result<bool, Denial> {
     match value.map(|value| value.trim()) {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
@@ -137,25 +139,31 @@ fn add_loader(value: Option<&String>) -> Result<bool, Denial> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Map, json};
+
     use super::*;
 
-    fn map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
-        entries
-            .iter()
-            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-            .collect()
+    fn metadata(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Value {
+        let map = |entries: &[(&str, &str)]| {
+            entries
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), json!(value)))
+                .collect::<Map<_, _>>()
+        };
+        json!({ "labels": map(labels), "annotations": map(annotations) })
     }
 
     fn opted_in(annotations: &[(&str, &str)]) -> Result<Option<OptIn>, Denial> {
-        read("shop", &map(&[(INJECT_LABEL, "true")]), &map(annotations))
+        read("shop", &metadata(&[(INJECT_LABEL, "true")], annotations))
     }
 
     #[test]
     fn pod_without_label_is_not_opted_in() {
-        let annotations = map(&[(ARTIFACTS_ANNOTATION, "billing")]);
-        assert_eq!(read("shop", &BTreeMap::new(), &annotations), Ok(None));
-        let other = map(&[(INJECT_LABEL, "false")]);
-        assert_eq!(read("shop", &other, &annotations), Ok(None));
+        let annotations = [(ARTIFACTS_ANNOTATION, "billing")];
+        assert_eq!(read("shop", &metadata(&[], &annotations)), Ok(None));
+        let other = [(INJECT_LABEL, "false")];
+        assert_eq!(read("shop", &metadata(&other, &annotations)), Ok(None));
+        assert_eq!(read("shop", &json!({})), Ok(None));
     }
 
     #[test]
