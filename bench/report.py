@@ -37,7 +37,7 @@ def main() -> None:
     )
     controllers = results / "controllers.txt"
     if controllers.exists():
-        print("## Controllers (bench/controllers.sh, one run)\n")
+        print("## Controllers (bench/controllers.sh)\n")
         print("```text")
         print(controllers.read_text().rstrip())
         print("```")

@@ -15,7 +15,9 @@
 #   BENCH_AB_SECONDS   target length of one ab run (default 3)
 #   BENCH_MEMORY_MIB   size of the large push for the memory figure (default 1024)
 #   BENCH_MEMORY_RUNS  pushes per size for the memory figure (default 3)
-#   BENCH_READY        AppArtifacts the controllers make Ready (default 500)
+#   BENCH_READY        AppArtifacts the controllers make Ready in one round (default 500)
+#   BENCH_READY_RUNS   rounds of BENCH_READY new AppArtifacts (default 3)
+#   BENCH_STARTUP_RUNS operator starts timed until /readyz (default 5)
 #   BENCH_WATCHED      AppArtifacts watched for the operator's RSS (default 5000)
 #   BENCH_CONTROLLERS  0 skips the controller figures
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/env/lib.sh"
@@ -25,7 +27,7 @@ REPO_ROOT="$(cd "$TESTENV_DIR/../.." && pwd)"
 if [[ ${1:-} == --quick ]]; then
   : "${BENCH_SIZE_MIB:=16}" "${BENCH_RUNS:=2}" "${BENCH_ARTIFACTS:=50}" "${BENCH_AB_RUNS:=2}"
   : "${BENCH_AB_SECONDS:=1}" "${BENCH_MEMORY_MIB:=64}" "${BENCH_MEMORY_RUNS:=1}"
-  : "${BENCH_READY:=20}" "${BENCH_WATCHED:=50}"
+  : "${BENCH_READY:=20}" "${BENCH_WATCHED:=50}" "${BENCH_READY_RUNS:=2}" "${BENCH_STARTUP_RUNS:=2}"
 elif [[ $# -gt 0 ]]; then
   die "usage: bench/run.sh [--quick]"
 fi
@@ -102,7 +104,7 @@ JAR="$WORK/app.jar"
 sha256sum "$JAR" >"$JAR.sha256"
 
 export TESTENV_CA_FILE TESTENV_DISTRIBUTION_HOST TESTENV_DISTRIBUTION_USERNAME TESTENV_DISTRIBUTION_PASSWORD
-export TESTENV_KUBECTL TESTENV_KUBECONFIG BENCH_READY BENCH_WATCHED
+export TESTENV_KUBECTL TESTENV_KUBECONFIG BENCH_READY BENCH_WATCHED BENCH_READY_RUNS BENCH_STARTUP_RUNS
 export JAR WORK
 # Commands below are single-quoted: hyperfine's shell expands the variables on each run, so the
 # password and signed URLs stay out of the exported JSON and every run gets a new repository.
