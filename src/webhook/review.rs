@@ -1,11 +1,11 @@
 //! The `admission.k8s.io/v1` review, reduced to the fields the pod webhook reads and writes.
 //!
 //! The webhook needs the pod as raw JSON, because its patch only adds to what the API server
-//! sent. kube-core's typed review reaches that JSON in three steps: its `DynamicObject` is
-//! buffered through serde's untyped content (it flattens its fields), then serialised back into
-//! a value, and the patch it returns is written as an array of byte values instead of base64.
+//! sent. kube-core's typed review buffers its `DynamicObject` through serde's untyped content,
+//! because the type flattens its fields. The pod then has to be serialised back into a value,
+//! and kube-core writes the returned patch as an array of byte values instead of base64.
 //! Parsing the object straight into a [`Value`] and writing the patch as base64 halves the
-//! handler's cost (BENCHMARKS.md, "Admission latency").
+//! handler's cost (BENCHMARKS.md, "Fixed: admission overhead").
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,7 @@ pub struct RequestKind {
 }
 
 impl Review {
-    /// Returns the request, or why the review cannot be answered.
+    /// Returns the request, or the reason why the webhook cannot process the review.
     ///
     /// # Errors
     ///
@@ -65,7 +65,8 @@ impl Review {
 }
 
 impl Request {
-    /// Whether this is the creation of a core/v1 pod, the only request the webhook mutates.
+    /// Returns whether this is the creation of a core/v1 pod, the only request the webhook
+    /// mutates.
     pub fn is_pod_creation(&self) -> bool {
         self.operation == "CREATE"
             && self.kind.group.is_empty()
@@ -74,7 +75,7 @@ impl Request {
     }
 }
 
-/// The answer to one review.
+/// The response to one review.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Response {
@@ -89,7 +90,7 @@ pub struct Response {
     pub status: Option<Status>,
 }
 
-/// Why a review was refused, as the API server shows it to the client.
+/// Reason for a rejection, as the API server shows it to the client.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
     pub code: u16,
