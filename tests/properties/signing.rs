@@ -192,10 +192,8 @@ fn check_url_round_trip(
     };
     let parsed = UrlSignature {
         kid: query[0].1.clone(),
-        exp: query[1]
-            .1
-            .parse()
-            .map_err(|_| TestCaseError::fail("exp is not a number"))?,
+        exp: signing::parse_expiry(&query[1].1)
+            .ok_or_else(|| TestCaseError::fail("exp is not in canonical form"))?,
         sig: query[2].1.clone(),
     };
     prop_assert_eq!(
@@ -268,6 +266,23 @@ fn check_parameter_mutations(
         ..signature.clone()
     };
     prop_assert_eq!(verify(&later), Err(Rejection::InvalidSignature));
+
+    // The gateway reads `exp` with `parse_expiry`, so another text of the parameter is either
+    // rejected or another expiry, which the signature does not cover.
+    let text = signature.exp.to_string();
+    for mutated in single_byte_mutations(&text, case.replacement)
+        .into_iter()
+        .chain([format!("+{text}"), format!("0{text}")])
+    {
+        let parsed = signing::parse_expiry(&mutated);
+        prop_assert_ne!(
+            parsed,
+            Some(signature.exp),
+            "{:?} reads as {}",
+            mutated,
+            text
+        );
+    }
 
     // Each position gets another character of the alphabet, so the result still decodes unless
     // the change lands in the unused bits of the last character.
