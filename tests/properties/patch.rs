@@ -60,15 +60,39 @@ fn patch_case() -> impl Strategy<Value = PatchCase> {
     (
         pod(),
         prop::sample::select(vec!["loader", "fetch", "loader-1"]),
-        any::<bool>(),
+        prop::option::of(container()),
+        prop::bool::weighted(0.7),
         artifacts,
     )
-        .prop_map(|(pod, loader, add_loader, artifacts)| PatchCase {
-            pod,
-            loader_container: loader.to_owned(),
-            add_loader,
-            artifacts: artifacts.into_iter().collect(),
+        .prop_map(|(mut pod, loader, own_loader, add_loader, artifacts)| {
+            // Random names rarely pick the loader's, so half of the pods get their own loader.
+            if let Some(own_loader) = own_loader {
+                add_init_container(&mut pod, loader, own_loader);
+            }
+            PatchCase {
+                pod,
+                loader_container: loader.to_owned(),
+                add_loader,
+                artifacts: artifacts.into_iter().collect(),
+            }
         })
+}
+
+/// Adds `container`, named `name`, at the end of the pod's init containers, unless a container
+/// already has that name.
+fn add_init_container(pod: &mut Value, name: &str, mut container: Value) {
+    let spec = &mut pod["spec"];
+    let taken = [&spec["initContainers"], &spec["containers"]]
+        .into_iter()
+        .any(|list| named(list).contains(name));
+    if taken {
+        return;
+    }
+    container["name"] = json!(name);
+    match spec["initContainers"].as_array_mut() {
+        Some(list) => list.push(container),
+        None => spec["initContainers"] = json!([container]),
+    }
 }
 
 fn pod() -> impl Strategy<Value = Value> {
