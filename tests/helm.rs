@@ -20,7 +20,15 @@ use std::{
 
 use artifact_operator::{
     crd::{self, AppArtifact, ArtifactRegistry, TENANT_LABEL},
-    webhook::configuration::{self, Endpoint, WebhookConfig},
+    gateway::keys::RING_KEY,
+    webhook::{
+        certs::{CA_KEY_KEY, TLS_KEY_KEY},
+        configuration::{self, Endpoint, WebhookConfig},
+    },
+};
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 use k8s_openapi::{
     ByteString,
@@ -378,6 +386,122 @@ async fn installed_chart_runs_operator() {
     let install = Install::start().await;
     let operator = install.start_operator();
     operator.wait_for_line("Operator started");
+    run_flow(&install, &operator).await;
+
+    // Up to here the chart's RBAC allowed every call, Events and range discovery included.
+    let forbidden = operator.lines_containing("forbidden");
+    assert!(forbidden.is_empty(), "{forbidden:#?}");
+
+    // Without patch on appartifacts/status, the status write is the step that fails.
+    install
+        .remove_cluster_role_verb("appartifacts/status", "patch")
+        .await;
+    install.wait_until_denied(&[
+        "patch",
+        "appartifacts.artifacts.cameleer.io",
+        "--subresource=status",
+        "-n",
+        &install.namespace,
+    ]);
+    create_config_map_artifact(&install, "ledger", "1.0.0", b"PK\x03\x04ledger").await;
+    let line = operator.wait_for_line(&format!(
+        "failed to write the status for AppArtifact {}/ledger",
+        install.namespace
+    ));
+    assert!(line.contains("forbidden"), "{line}");
+    assert!(line.contains("appartifacts/status"), "{line}");
+
+    operator.stop();
+    install.uninstall_and_check().await;
+}
+
+/// With `RUST_LOG=debug` for every crate, the end-to-end flow and the gateway's and upload
+/// API's rejections write none of the flow's secrets to the operator's output.
+#[tokio::test]
+async fn debug_log_contains_no_secret() {
+    let install = Install::start().await;
+    let operator = install.start_operator_logging("debug");
+    operator.wait_for_line("Operator started");
+    let flow = run_flow(&install, &operator).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    // The gateway serves the injected URL, and rejects it with a changed signature.
+    let path = &flow.url[flow.url.find("/v1/artifacts/").unwrap()..];
+    let url = format!("{}{path}", operator.gateway_url);
+    let response = http.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        response.bytes().await.unwrap().as_ref(),
+        flow.jar.as_slice()
+    );
+    let sig = url_signature(&url);
+    let changed = if sig.starts_with('A') { "B" } else { "A" };
+    let forged = url.replace(
+        &format!("sig={sig}"),
+        &format!("sig={changed}{}", &sig[1..]),
+    );
+    let response = http.get(&forged).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
+
+    // The upload API rejects a token that the API server does not know.
+    let response = http
+        .put(format!(
+            "{}/v1/uploads/{}/upload",
+            operator.gateway_url, install.namespace
+        ))
+        .bearer_auth(format!("{}x", flow.upload_token))
+        .body(b"PK\x03\x04refused".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::UNAUTHORIZED);
+
+    let output = operator.stop();
+    assert!(
+        output
+            .iter()
+            .any(|line| line.contains(r#""level":"DEBUG""#)),
+        "the operator wrote no debug line, so the check would prove nothing"
+    );
+    for (secret, value) in install.secrets(&flow).await {
+        let leaks: Vec<&String> = output.iter().filter(|line| line.contains(&value)).collect();
+        assert!(
+            leaks.is_empty(),
+            "the operator's output contains the {secret}:\n{}",
+            leaks
+                .iter()
+                .map(|line| line.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    install.uninstall_and_check().await;
+}
+
+/// Returns the `sig` query parameter of a pre-signed URL.
+fn url_signature(url: &str) -> String {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(key, _)| key == "sig")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_else(|| panic!("no sig in {url}"))
+}
+
+/// Values of the end-to-end flow that later steps use.
+struct Flow {
+    /// Content of the artifact that the webhook injected.
+    jar: Vec<u8>,
+    /// The pre-signed URL that the webhook injected, with the gateway's in-cluster address.
+    url: String,
+    /// Bearer token of the ServiceAccount that uploaded a JAR.
+    upload_token: String,
+}
+
+/// Runs the product end to end through the chart's RBAC: an external registry with a
+/// credentials Secret, an AppArtifact pushed from a ConfigMap, a pod injected through the
+/// chart's webhook configuration, and an upload with a bearer token.
+async fn run_flow(install: &Install, operator: &Operator) -> Flow {
     let client = &install.client;
 
     // Start-up created both Secrets of the operator namespace with the Role's create verb.
@@ -395,12 +519,12 @@ async fn installed_chart_runs_operator() {
     install.wait_for_ca_bundle().await;
 
     // An external registry becomes Ready: registry Secret get, status patch.
-    create_external_registry(&install).await;
+    create_external_registry(install).await;
     wait_for_ready::<ArtifactRegistry>(client, &install.namespace, "main").await;
 
     // An AppArtifact from a ConfigMap becomes Ready: ConfigMap get, finalizer and status patch.
     let jar = b"PK\x03\x04installed by the chart".to_vec();
-    create_config_map_artifact(&install, "billing", "1.0.0", &jar).await;
+    create_config_map_artifact(install, "billing", "1.0.0", &jar).await;
     let artifact = wait_for_ready::<AppArtifact>(client, &install.namespace, "billing").await;
     let digest = format!("sha256:{}", sha256_hex(&jar));
     assert_eq!(artifact.status.unwrap().artifact.unwrap().digest, digest);
@@ -433,7 +557,7 @@ async fn installed_chart_runs_operator() {
 
     // An upload through the gateway: TokenReview, SubjectAccessReview and the status write.
     let uploaded = b"PK\x03\x04uploaded through the gateway".to_vec();
-    create_artifact(&install, "upload", "1.0.0", json!({ "upload": {} })).await;
+    create_artifact(install, "upload", "1.0.0", json!({ "upload": {} })).await;
     let token = install.uploader_token();
     let response = reqwest::Client::builder()
         .no_proxy()
@@ -443,7 +567,7 @@ async fn installed_chart_runs_operator() {
             "{}/v1/uploads/{}/upload",
             operator.gateway_url, install.namespace
         ))
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .body(uploaded.clone())
         .send()
         .await
@@ -457,31 +581,11 @@ async fn installed_chart_runs_operator() {
         format!("sha256:{}", sha256_hex(&uploaded))
     );
 
-    // Up to here the chart's RBAC allowed every call, Events and range discovery included.
-    let forbidden = operator.lines_containing("forbidden");
-    assert!(forbidden.is_empty(), "{forbidden:#?}");
-
-    // Without patch on appartifacts/status, the status write is the step that fails.
-    install
-        .remove_cluster_role_verb("appartifacts/status", "patch")
-        .await;
-    install.wait_until_denied(&[
-        "patch",
-        "appartifacts.artifacts.cameleer.io",
-        "--subresource=status",
-        "-n",
-        &install.namespace,
-    ]);
-    create_config_map_artifact(&install, "ledger", "1.0.0", b"PK\x03\x04ledger").await;
-    let line = operator.wait_for_line(&format!(
-        "failed to write the status for AppArtifact {}/ledger",
-        install.namespace
-    ));
-    assert!(line.contains("forbidden"), "{line}");
-    assert!(line.contains("appartifacts/status"), "{line}");
-
-    operator.stop();
-    install.uninstall_and_check().await;
+    Flow {
+        jar,
+        url: env_value("ARTIFACT_URL"),
+        upload_token: token,
+    }
 }
 
 /// Without create on Secrets, start-up stops at the key ring and names the Secret and the
@@ -620,6 +724,11 @@ impl Install {
     /// Starts `artifact-operator run` with the Deployment's arguments, listening on loopback
     /// instead of the pod's addresses.
     fn start_operator(&self) -> Operator {
+        self.start_operator_logging("info")
+    }
+
+    /// Starts the operator as [`Self::start_operator`] does, with `RUST_LOG` set to `filter`.
+    fn start_operator_logging(&self, filter: &str) -> Operator {
         let port = free_port();
         let gateway_port = free_port();
         let mut args: Vec<String> = self
@@ -647,18 +756,15 @@ impl Install {
             .env("KUBECONFIG", self.kubeconfig_path())
             .env("POD_NAMESPACE", &self.release_namespace)
             .env("POD_NAME", format!("{}-0", self.fullname()))
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .env("LOG_FORMAT", "json")
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let (sender, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = sender.send(line);
-            }
-        });
+        forward_lines(child.stdout.take().unwrap(), sender.clone());
+        forward_lines(child.stderr.take().unwrap(), sender);
         Operator {
             child,
             lines,
@@ -866,6 +972,61 @@ impl Install {
         api.replace(&self.fullname(), &PostParams::default(), &role)
             .await
             .unwrap();
+    }
+
+    /// Returns a name and the text of every secret that the flow handled. These are the
+    /// registry's password and basic-auth value, both bearer tokens and the URL signature. Each
+    /// signing key counts in base64, base64url and hex, and each private key of the webhook
+    /// counts line by line.
+    async fn secrets(&self, flow: &Flow) -> Vec<(String, String)> {
+        let username = self.env.var("TESTENV_DISTRIBUTION_USERNAME");
+        let password = self.env.var("TESTENV_DISTRIBUTION_PASSWORD");
+        let kubeconfig: Value =
+            serde_json::from_slice(&std::fs::read(self.kubeconfig_path()).unwrap()).unwrap();
+        let mut secrets = vec![
+            ("registry password".to_owned(), password.to_owned()),
+            (
+                "registry basic-auth value".to_owned(),
+                STANDARD.encode(format!("{username}:{password}")),
+            ),
+            ("upload bearer token".to_owned(), flow.upload_token.clone()),
+            (
+                "operator's bearer token".to_owned(),
+                kubeconfig["users"][0]["user"]["token"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ),
+            ("URL signature".to_owned(), url_signature(&flow.url)),
+        ];
+
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.release_namespace);
+        let fullname = self.fullname();
+        let keys = api.get(&format!("{fullname}-signing-keys")).await.unwrap();
+        let ring: Value = serde_json::from_slice(&keys.data.unwrap()[RING_KEY].0).unwrap();
+        for key in ring["keys"].as_array().unwrap() {
+            let bytes = STANDARD.decode(key["secret"].as_str().unwrap()).unwrap();
+            let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            let id = key["id"].as_str().unwrap();
+            for (form, text) in [
+                ("base64", STANDARD.encode(&bytes)),
+                ("base64url", URL_SAFE_NO_PAD.encode(&bytes)),
+                ("hex", hex),
+            ] {
+                secrets.push((format!("signing key {id} in {form}"), text));
+            }
+        }
+
+        let tls = api.get(&format!("{fullname}-webhook-tls")).await.unwrap();
+        let tls = tls.data.unwrap();
+        for key in [TLS_KEY_KEY, CA_KEY_KEY] {
+            let pem = String::from_utf8(tls[key].0.clone()).unwrap();
+            let body = pem.lines().filter(|line| !line.starts_with("-----"));
+            for (number, line) in body.filter(|line| line.len() >= 16).enumerate() {
+                secrets.push((format!("line {number} of {key}"), line.to_owned()));
+            }
+        }
+        secrets
     }
 
     /// Uninstalls the release and checks that only the CRDs and the two Secrets that the
@@ -1131,12 +1292,36 @@ impl Operator {
         }
     }
 
-    /// Sends SIGTERM and waits for the graceful stop.
-    fn stop(mut self) {
+    /// Sends SIGTERM, waits for the graceful stop and returns every line that the operator
+    /// wrote to standard output and standard error.
+    fn stop(mut self) -> Vec<String> {
         run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
         let status = self.wait_for_exit();
         assert!(status.success(), "the operator exited with {status}");
+
+        // The forwarding threads end, and drop their senders, when the pipes close.
+        let mut seen = std::mem::take(&mut *self.seen.borrow_mut());
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(remaining) {
+                Ok(line) => seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return seen,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the operator's output did not close after it exited")
+                }
+            }
+        }
     }
+}
+
+/// Sends each line that `output` yields to `sender`, from a thread of its own.
+fn forward_lines(output: impl std::io::Read + Send + 'static, sender: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
 }
 
 impl Drop for Operator {

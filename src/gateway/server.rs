@@ -111,7 +111,7 @@ impl SignatureQuery {
     fn parse(self) -> Option<UrlSignature> {
         Some(UrlSignature {
             kid: self.kid?,
-            exp: self.exp?.parse().ok()?,
+            exp: signing::parse_expiry(&self.exp?)?,
             sig: self.sig?,
         })
     }

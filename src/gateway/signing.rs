@@ -242,6 +242,15 @@ pub fn signed_url(base: &str, target: &UrlTarget<'_>, signature: &UrlSignature) 
     )
 }
 
+/// Parses the `exp` query parameter.
+///
+/// Only the decimal form that [`signed_url`] writes is accepted. `str::parse` alone would also
+/// take `+1800000000` or `01800000000`, so one signature would have many URLs.
+pub fn parse_expiry(text: &str) -> Option<i64> {
+    let exp: i64 = text.parse().ok()?;
+    (exp.to_string() == text).then_some(exp)
+}
+
 /// Reason why a URL was rejected. The code goes into the response body. It names what is
 /// wrong and never which key material would have been right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,6 +469,26 @@ mod tests {
         assert_eq!(parsed, ring);
         parsed.validate().unwrap();
         assert!(!format!("{ring:?}").contains(&json[json.find("secret").unwrap() + 9..][..20]));
+    }
+
+    /// A `+` or a leading zero used to give another URL text that verified.
+    #[test]
+    fn expiry_parses_only_in_canonical_form() {
+        assert_eq!(parse_expiry("1800000000"), Some(1_800_000_000));
+        assert_eq!(parse_expiry("-5"), Some(-5));
+        assert_eq!(parse_expiry("0"), Some(0));
+        for text in [
+            "+1800000000",
+            "01800000000",
+            "-0",
+            " 1",
+            "1 ",
+            "",
+            "1e3",
+            "x",
+        ] {
+            assert_eq!(parse_expiry(text), None, "{text:?}");
+        }
     }
 
     #[test]

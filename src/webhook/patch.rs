@@ -74,7 +74,9 @@ pub fn build(
             let expected = injections.iter().flat_map(env);
             env_operations(&base, container, expected.collect(), already_injected)?
         }
-        None if opt_in.add_loader => added_loader_operations(pod, opt_in, injections, loader)?,
+        None if opt_in.add_loader => {
+            added_loader_operations(pod, opt_in, injections, loader, already_injected)?
+        }
         None => return Err(missing_loader(&opt_in.loader_container)),
     };
 
@@ -177,11 +179,15 @@ fn missing_loader(loader: &str) -> Denial {
 
 // === Added loader ===
 
+/// Adds a loader per injection, the volume they write into and its read-only mounts. After an
+/// earlier injection (the marker is present), an init container with a loader's name is that
+/// loader. Before one, it is the user's container, so the pod is denied.
 fn added_loader_operations(
     pod: &Value,
     opt_in: &OptIn,
     injections: &[Injection],
     loader: &LoaderTemplate,
+    already_injected: bool,
 ) -> Result<Vec<Operation>, Denial> {
     check_mount_path(pod, loader)?;
 
@@ -196,7 +202,11 @@ fn added_loader_operations(
             1 => opt_in.loader_container.clone(),
             _ => format!("{}-{}", opt_in.loader_container, index + 1),
         };
-        if !has_named(pod.pointer("/spec/initContainers"), &name) {
+        let in_init = has_named(pod.pointer("/spec/initContainers"), &name);
+        if has_named(pod.pointer("/spec/containers"), &name) || (in_init && !already_injected) {
+            return Err(loader_conflict(&name, &injection.artifact));
+        }
+        if !in_init {
             new_containers.push(loader_container(&name, injection, loader));
         }
     }
@@ -215,6 +225,19 @@ fn added_loader_operations(
     operations.extend(volume_operations(pod, injections));
     operations.extend(mount_operations(pod, loader));
     Ok(operations)
+}
+
+/// Container names are unique within a pod, and a user's container of a loader's name would
+/// otherwise be taken for the loader and never receive the artifact.
+fn loader_conflict(name: &str, artifact: &str) -> Denial {
+    Denial::new(
+        "loader_conflict",
+        format!(
+            "the pod already has a container named {name}, the name of the loader that the \
+             webhook adds for AppArtifact {artifact}; rename that container, or provide your own \
+             loader and name it with annotation {LOADER_CONTAINER_ANNOTATION}"
+        ),
+    )
 }
 
 /// Refuses a pod whose app container already mounts another volume at the loader's path.
@@ -269,10 +292,16 @@ fn volume_operations(pod: &Value, injections: &[Injection]) -> Vec<Operation> {
     if has_named(volumes, VOLUME_NAME) {
         return Vec::new();
     }
-    let bytes: i64 = injections.iter().map(|injection| injection.size).sum();
+    // Sizes come from AppArtifact statuses, which anyone allowed to write them can set to any
+    // int64, so the sum saturates instead of overflowing.
+    let bytes = injections
+        .iter()
+        .fold(VOLUME_SLACK_BYTES, |total, injection| {
+            total.saturating_add(injection.size.max(0))
+        });
     let volume = json!({
         "name": VOLUME_NAME,
-        "emptyDir": { "sizeLimit": (bytes + VOLUME_SLACK_BYTES).to_string() },
+        "emptyDir": { "sizeLimit": bytes.to_string() },
     });
     match volumes.and_then(Value::as_array) {
         Some(_) => vec![add("/spec/volumes/-", volume)],
@@ -583,6 +612,47 @@ mod tests {
                 .message
                 .contains("app already mounts volume data at /artifacts"),
             "{denial}"
+        );
+    }
+
+    /// Found by the patch property test: a user's `loader-2` was taken for the added loader and
+    /// never received the artifact, and an app container named like a loader made the pod
+    /// invalid.
+    #[test]
+    fn container_with_a_loader_name_is_denied() {
+        let injections = [
+            injection("billing", "ARTIFACT_BILLING_", 1),
+            injection("ledger", "ARTIFACT_LEDGER_", 1),
+        ];
+        for pod in [
+            json!({ "spec": {
+                "initContainers": [{ "name": "loader-2", "image": "busybox" }],
+                "containers": [{ "name": "app" }],
+            } }),
+            json!({ "spec": { "containers": [{ "name": "loader-1" }] } }),
+        ] {
+            let denial = build(&pod, &opt_in(true), &injections, &template()).unwrap_err();
+            assert_eq!(denial.reason, "loader_conflict", "{denial}");
+            assert!(
+                denial.message.contains("container named loader-"),
+                "{denial}"
+            );
+        }
+    }
+
+    /// Found by the patch property test: sizes whose sum exceeds `i64::MAX` overflowed.
+    #[test]
+    fn volume_size_saturates() {
+        let pod = json!({ "metadata": {}, "spec": { "containers": [{ "name": "app" }] } });
+        let injections = [
+            injection("billing", "ARTIFACT_BILLING_", i64::MAX),
+            injection("ledger", "ARTIFACT_LEDGER_", i64::MAX),
+        ];
+        let operations = build(&pod, &opt_in(true), &injections, &template()).unwrap();
+        let patched = apply(&pod, &operations);
+        assert_eq!(
+            patched["spec"]["volumes"][0]["emptyDir"]["sizeLimit"],
+            i64::MAX.to_string()
         );
     }
 
