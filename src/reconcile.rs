@@ -10,7 +10,7 @@ use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use serde::{Serialize, de::DeserializeOwned};
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::warn;
 
 /// Field manager of every server-side apply the operator makes.
@@ -42,6 +42,17 @@ where
         .await
 }
 
+/// How a status write treats changes made to the object since it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWrite {
+    /// The write wins over any change made since the object was read.
+    Unconditional,
+    /// The write carries the object's resourceVersion, so the API server rejects it with 409
+    /// Conflict when the object changed since it was read. A reconcile that worked from a stale
+    /// copy then cannot overwrite a newer status, such as one written by an upload meanwhile.
+    IfUnchanged,
+}
+
 /// Writes `status` on the status subresource with server-side apply, unless it equals
 /// `current`. Returns whether a write happened.
 pub async fn write_status<K, S>(
@@ -49,6 +60,7 @@ pub async fn write_status<K, S>(
     object: &K,
     current: Option<&S>,
     status: &S,
+    mode: StatusWrite,
 ) -> Result<bool, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
@@ -57,14 +69,33 @@ where
     if current == Some(status) {
         return Ok(false);
     }
-    let patch = json!({
+    let patch = status_patch(object, status, mode);
+    api.patch_status(&object.name_any(), &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    Ok(true)
+}
+
+/// Builds the apply configuration of a status write.
+fn status_patch<K, S>(object: &K, status: &S, mode: StatusWrite) -> Value
+where
+    K: Resource<DynamicType = ()>,
+    S: Serialize,
+{
+    let mut patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&object.name_any(), &apply_params(), &Patch::Apply(&patch))
-        .await?;
-    Ok(true)
+    if let (StatusWrite::IfUnchanged, Some(version)) = (mode, object.resource_version()) {
+        patch["metadata"] = json!({ "resourceVersion": version });
+    }
+    patch
+}
+
+/// Returns whether `error` is the API server's 409 Conflict, the response to a write whose
+/// resourceVersion is no longer current.
+pub fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
 }
 
 // === Backoff ===
@@ -145,7 +176,41 @@ impl Events {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
     use super::*;
+
+    fn config_map(resource_version: Option<&str>) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("settings".to_owned()),
+                resource_version: resource_version.map(str::to_owned),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn guarded_status_patch_carries_resource_version() {
+        let patch = status_patch(&config_map(Some("42")), &"ready", StatusWrite::IfUnchanged);
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        assert_eq!(patch["status"], "ready");
+        assert_eq!(patch["kind"], "ConfigMap");
+    }
+
+    #[test]
+    fn unconditional_status_patch_has_no_metadata() {
+        let patch = status_patch(
+            &config_map(Some("42")),
+            &"ready",
+            StatusWrite::Unconditional,
+        );
+        assert!(patch.get("metadata").is_none());
+        let unversioned = status_patch(&config_map(None), &"ready", StatusWrite::IfUnchanged);
+        assert!(unversioned.get("metadata").is_none());
+    }
 
     #[test]
     fn backoff_doubles_from_base() {

@@ -15,9 +15,11 @@ use artifact_operator::{
     artifact::{
         address_policy::AddressPolicy,
         controller::{self as artifact_controller, FINALIZER},
+        status::{Failure, Observation, reason},
     },
     crd::{AppArtifact, ArtifactRegistry, TENANT_LABEL},
     oci::{ArtifactCoordinates, RegistryClient, RegistryConfig},
+    reconcile::{self, StatusWrite},
     registry::controller as registry_controller,
     telemetry::Metrics,
 };
@@ -1067,4 +1069,56 @@ async fn unreachable_registry_blocks_deletion_with_hint() {
             .unwrap_err()
             .is_not_found()
     );
+}
+
+/// A status write computed from a stale copy of an AppArtifact is rejected and leaves the newer
+/// status alone, so a reconcile that started before an upload cannot overwrite the upload's
+/// status. The upload's own write is unconditional.
+#[tokio::test]
+async fn stale_status_write_conflicts() {
+    let env = TestEnv::load();
+    let client = env.kube_client().await;
+    install_crds(&client).await;
+    let namespace = create_labeled_namespace(&client, "stale", &[(TENANT_LABEL, "t")]).await;
+    let api: Api<AppArtifact> = Api::namespaced(client.clone(), &namespace);
+    let artifact: AppArtifact = serde_json::from_value(json!({
+        "apiVersion": "artifacts.cameleer.io/v1alpha1",
+        "kind": "AppArtifact",
+        "metadata": { "name": "app" },
+        "spec": {
+            "registryRef": { "name": REGISTRY },
+            "tenantId": "t",
+            "appId": "app",
+            "version": "1",
+            "source": { "upload": {} },
+        },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &artifact).await.unwrap();
+    let stale = api.get("app").await.unwrap();
+
+    let newer = Observation::failed(
+        &Failure::transient(reason::REUPLOAD_REQUIRED, "newer"),
+        None,
+    );
+    let written =
+        artifact_controller::write_observation(&client, &stale, &newer, StatusWrite::Unconditional)
+            .await
+            .unwrap();
+    assert!(written);
+
+    let older = Observation::failed(&Failure::transient(reason::AWAITING_UPLOAD, "older"), None);
+    let error =
+        artifact_controller::write_observation(&client, &stale, &older, StatusWrite::IfUnchanged)
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(&error, artifact_controller::Error::Kube { source, .. } if reconcile::is_conflict(source)),
+        "{error}"
+    );
+
+    let stored = api.get("app").await.unwrap();
+    let ready = condition(&stored, "Ready").expect("the newer status must have Ready");
+    assert_eq!(ready.reason, reason::REUPLOAD_REQUIRED);
+    assert_eq!(ready.message, "newer");
 }

@@ -31,7 +31,7 @@ use kube::{
         watcher,
     },
 };
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::{
     address_policy::AddressPolicy,
@@ -43,7 +43,7 @@ use crate::{
     conditions::{self, Outcome},
     crd::{AppArtifact, AppArtifactStatus, ArtifactRegistry, DeletionPolicy},
     oci::ArtifactCoordinates,
-    reconcile::{self, Backoff, Events},
+    reconcile::{self, Backoff, Events, StatusWrite},
     registry::access,
     store::locks::VersionLocks,
     telemetry::Metrics,
@@ -55,6 +55,8 @@ pub const FINALIZER: &str = "artifacts.cameleer.io/registry-tag";
 /// Name of the controller in Events and metrics.
 const CONTROLLER_NAME: &str = "artifact-operator-artifact";
 const METRIC_CONTROLLER: &str = "artifact";
+/// Delay before reconciling again after a status write lost a race with another writer.
+const CONFLICT_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Settings of the AppArtifact controller that come from the operator's configuration.
 #[derive(Debug, Clone)]
@@ -260,7 +262,22 @@ fn error_policy(artifact: Arc<AppArtifact>, error: &Error, context: Arc<Context>
 async fn apply(artifact: &AppArtifact, context: &Context) -> Result<Action, Error> {
     let Report { observation, notes } = sync::reconcile(artifact, context).await?;
     let previous = artifact.status.clone().unwrap_or_default();
-    write_observation(&context.client, artifact, &observation).await?;
+    let written = write_observation(
+        &context.client,
+        artifact,
+        &observation,
+        StatusWrite::IfUnchanged,
+    )
+    .await;
+    if let Err(Error::Kube { source, .. }) = &written
+        && reconcile::is_conflict(source)
+    {
+        // The object changed while this reconcile worked from an older copy, for example an
+        // upload stored a JAR and wrote its status. The watch delivers the new version.
+        debug!("AppArtifact changed during the reconcile; reconciling the new version");
+        return Ok(Action::requeue(CONFLICT_RETRY));
+    }
+    written?;
 
     let reference = artifact.object_ref(&());
     for note in notes {
@@ -285,12 +302,13 @@ pub async fn write_observation(
     client: &Client,
     artifact: &AppArtifact,
     observation: &Observation,
+    mode: StatusWrite,
 ) -> Result<bool, Error> {
     let previous = artifact.status.clone().unwrap_or_default();
     let status = status::build_status(artifact, &previous, observation, Timestamp::now());
     let api: Api<AppArtifact> =
         Api::namespaced(client.clone(), &artifact.namespace().unwrap_or_default());
-    reconcile::write_status(&api, artifact, artifact.status.as_ref(), &status)
+    reconcile::write_status(&api, artifact, artifact.status.as_ref(), &status, mode)
         .await
         .map_err(|source| Error::Kube {
             action: "write the status",
@@ -437,7 +455,13 @@ async fn cleanup(artifact: &AppArtifact, context: &Context) -> Result<Action, Er
             let blocked = Failure::transient(reason::DELETION_BLOCKED, message.clone());
             let previous = artifact.status.clone().unwrap_or_default();
             let observation = Observation::failed(&blocked, Some(stored));
-            write_observation(&context.client, artifact, &observation).await?;
+            write_observation(
+                &context.client,
+                artifact,
+                &observation,
+                StatusWrite::Unconditional,
+            )
+            .await?;
             publish_failure_transition(artifact, &previous, &observation.outcome, context).await;
             Err(Error::DeletionBlocked {
                 artifact: key(artifact),

@@ -53,7 +53,7 @@ use crate::{
     conditions,
     crd::{AppArtifact, GROUP, UploadSource},
     oci::{Digest, JarArtifact},
-    reconcile::Events,
+    reconcile::{Events, StatusWrite},
     store::locks::VersionLocks,
 };
 
@@ -344,7 +344,10 @@ impl Upload<'_> {
                 status::stored_artifact(host, reference, jar, now),
             ),
         };
-        controller::write_observation(&self.state.client, &artifact, &observation)
+        // The upload wins over a reconcile that started before it: the reconcile's write is
+        // conditional on the resourceVersion that this write changes.
+        let mode = StatusWrite::Unconditional;
+        controller::write_observation(&self.state.client, &artifact, &observation, mode)
             .await
             .map_err(|error| {
                 let mut refusal = kube_refusal(&error);

@@ -25,7 +25,7 @@ use super::{external, managed};
 use crate::{
     conditions::{self, Desired, Outcome},
     crd::{ArtifactRegistry, ArtifactRegistryStatus},
-    reconcile::{self, Backoff, Events},
+    reconcile::{self, Backoff, Events, StatusWrite},
     telemetry::Metrics,
 };
 
@@ -203,13 +203,19 @@ async fn reconcile_once(registry: &ArtifactRegistry, context: &Context) -> Resul
         context.client.clone(),
         &registry.namespace().unwrap_or_default(),
     );
-    let written = reconcile::write_status(&api, registry, registry.status.as_ref(), &status)
-        .await
-        .map_err(|source| Error::Kube {
-            action: "write the status",
-            registry: key(registry),
-            source,
-        })?;
+    let written = reconcile::write_status(
+        &api,
+        registry,
+        registry.status.as_ref(),
+        &status,
+        StatusWrite::Unconditional,
+    )
+    .await
+    .map_err(|source| Error::Kube {
+        action: "write the status",
+        registry: key(registry),
+        source,
+    })?;
     if written {
         publish_transitions(registry, &previous, &status, context).await;
     }
