@@ -42,7 +42,8 @@ where
         .await
 }
 
-/// How a status write treats changes made to the object since it was read.
+/// Concurrency mode of a status write: whether it may overwrite changes made since the object
+/// was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusWrite {
     /// The write wins over any change made since the object was read.
