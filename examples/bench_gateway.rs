@@ -82,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         artifacts,
         keys: keys.clone(),
         metrics: Arc::new(Metrics::default()),
+        registry_clients: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base_url = format!("http://{}", listener.local_addr()?);

@@ -444,6 +444,7 @@ where
         artifacts: artifacts.clone(),
         keys: keys.clone(),
         metrics: metrics.clone(),
+        registry_clients: Default::default(),
     });
     let gateway = tokio::spawn(server::serve(
         listener,

@@ -93,6 +93,7 @@ impl Harness {
             artifacts,
             keys: keys.clone(),
             metrics: metrics.clone(),
+            registry_clients: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());

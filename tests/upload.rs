@@ -404,6 +404,7 @@ async fn start_gateway(
         artifacts,
         keys,
         metrics,
+        registry_clients: Default::default(),
     });
     tokio::spawn(server::serve(listener, server::router(state), async move {
         shutdown.await;

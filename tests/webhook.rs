@@ -116,6 +116,7 @@ impl Harness {
             artifacts: artifacts.clone(),
             keys: keys.clone(),
             metrics: metrics.clone(),
+            registry_clients: Default::default(),
         });
         tokio::spawn(gateway::serve(
             gateway_listener,

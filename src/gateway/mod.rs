@@ -5,6 +5,7 @@
 
 pub mod keys;
 pub mod range;
+pub mod registry_clients;
 pub mod server;
 pub mod signing;
 pub mod upload;

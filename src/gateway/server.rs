@@ -13,7 +13,7 @@
 //! The same listener serves the upload API, `PUT /v1/uploads/{namespace}/{name}` (see
 //! [`upload`]).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     Json, Router,
@@ -39,12 +39,13 @@ use tracing::{info, instrument, warn};
 use super::{
     keys::KeyRingHandle,
     range::{self, ByteRange},
+    registry_clients::RegistryClients,
     signing::{self, Rejection, UrlSignature, UrlTarget},
     upload,
 };
 use crate::{
     crd::{AppArtifact, ArtifactRegistry, StoredArtifact},
-    oci::{ArtifactCoordinates, ContentSummary, Digest},
+    oci::{ArtifactCoordinates, ContentSummary, Digest, RegistryClient},
     registry::access::{self, Account},
     telemetry::Metrics,
 };
@@ -55,6 +56,8 @@ pub struct GatewayState {
     pub artifacts: Store<AppArtifact>,
     pub keys: KeyRingHandle,
     pub metrics: Arc<Metrics>,
+    /// Registry clients kept between downloads; `RegistryClients::default()` starts empty.
+    pub registry_clients: RegistryClients,
 }
 
 /// Builds the gateway's routes.
@@ -237,17 +240,9 @@ async fn respond(
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        let (registry, coordinates) = registry_of(state, target).await?;
+        let (registry_key, coordinates) = registry_of(state, target)?;
         let repository = coordinates.reference().repository;
-        let registry = access::registry_client(&state.client, &registry, Account::Gateway)
-            .await
-            .map_err(|error| {
-                Refusal::new(
-                    StatusCode::BAD_GATEWAY,
-                    "registry_unavailable",
-                    error.to_string(),
-                )
-            })?;
+        let registry = registry_client(state, &registry_key).await?;
         let stream = match range {
             ByteRange::Partial { start, end } => registry
                 .pull_blob_range(&repository, content, start, end)
@@ -259,6 +254,7 @@ async fn respond(
                 .map(|stream| stream.boxed()),
         }
         .map_err(|error| {
+            state.registry_clients.invalidate(&registry_key.to_string());
             if error.is_not_found() {
                 Refusal::new(
                     StatusCode::NOT_FOUND,
@@ -343,10 +339,12 @@ fn current_artifact(
 
 /// Reads the AppArtifact's registry. The registry and its credentials are read on each request,
 /// so that a rotated password applies at once.
-async fn registry_of(
+/// Returns the key of the ArtifactRegistry that stores the URL's AppArtifact, and the
+/// artifact's coordinates.
+fn registry_of(
     state: &GatewayState,
     target: &UrlTarget<'_>,
-) -> Result<(ArtifactRegistry, ArtifactCoordinates), Refusal> {
+) -> Result<(ObjectRef<ArtifactRegistry>, ArtifactCoordinates), Refusal> {
     let reference = ObjectRef::<AppArtifact>::new(target.name).within(target.namespace);
     let object = state.artifacts.get(&reference).ok_or_else(|| {
         Refusal::new(
@@ -367,29 +365,44 @@ async fn registry_of(
     let registry_namespace = spec
         .registry_ref
         .namespace
-        .clone()
-        .unwrap_or_else(|| target.namespace.to_owned());
-    let registry = Api::<ArtifactRegistry>::namespaced(state.client.clone(), &registry_namespace)
-        .get_opt(&spec.registry_ref.name)
+        .as_deref()
+        .unwrap_or(target.namespace);
+    let registry = ObjectRef::new(&spec.registry_ref.name).within(registry_namespace);
+    Ok((registry, coordinates))
+}
+
+/// Returns a client of the registry with the gateway's read-only account, kept from an earlier
+/// download or built from the ArtifactRegistry and its Secret.
+async fn registry_client(
+    state: &GatewayState,
+    key: &ObjectRef<ArtifactRegistry>,
+) -> Result<RegistryClient, Refusal> {
+    let cache_key = key.to_string();
+    if let Some(client) = state.registry_clients.get(&cache_key, Instant::now()) {
+        return Ok(client);
+    }
+
+    let namespace = key.namespace.as_deref().unwrap_or_default();
+    let unavailable =
+        |message: String| Refusal::new(StatusCode::BAD_GATEWAY, "registry_unavailable", message);
+    let registry = Api::<ArtifactRegistry>::namespaced(state.client.clone(), namespace)
+        .get_opt(&key.name)
         .await
-        .map_err(|error| {
-            Refusal::new(
-                StatusCode::BAD_GATEWAY,
-                "registry_unavailable",
-                error.to_string(),
-            )
-        })?
+        .map_err(|error| unavailable(error.to_string()))?
         .ok_or_else(|| {
             Refusal::new(
                 StatusCode::NOT_FOUND,
                 "registry_not_found",
-                format!(
-                    "ArtifactRegistry {registry_namespace}/{} not found",
-                    spec.registry_ref.name
-                ),
+                format!("ArtifactRegistry {namespace}/{} not found", key.name),
             )
         })?;
-    Ok((registry, coordinates))
+    let client = access::registry_client(&state.client, &registry, Account::Gateway)
+        .await
+        .map_err(|error| unavailable(error.to_string()))?;
+    state
+        .registry_clients
+        .insert(&cache_key, client.clone(), Instant::now());
+    Ok(client)
 }
 
 fn file_name(state: &GatewayState, target: &UrlTarget<'_>) -> String {
