@@ -80,8 +80,7 @@ impl Scene {
         let client = env.kube_client().await;
         install_crds(&client).await;
         let tenant = unique_name("t");
-        let namespace =
-            create_labeled_namespace(&client, prefix, &[(TENANT_LABEL, &tenant)]).await;
+        let namespace = create_labeled_namespace(&client, prefix, &[(TENANT_LABEL, &tenant)]).await;
         let operator_namespace = create_namespace(&client, &format!("{prefix}-op")).await;
         Self {
             env,
@@ -248,7 +247,10 @@ fn is_current(artifact: &AppArtifact) -> bool {
 fn assert_truthful_ready(artifact: &AppArtifact, sha256: &str, size: u64) {
     let name = artifact.metadata.name.as_deref().unwrap_or_default();
     let status = artifact.status.as_ref().unwrap();
-    let stored = status.artifact.as_ref().expect("a Ready artifact has status.artifact");
+    let stored = status
+        .artifact
+        .as_ref()
+        .expect("a Ready artifact has status.artifact");
     assert_eq!(stored.digest, sha256, "{name}: status.artifact.digest");
     assert_eq!(stored.size, size as i64, "{name}: status.artifact.size");
     assert!(is_current(artifact), "{name}: observedGeneration is stale");
@@ -324,7 +326,12 @@ async fn operator_killed_mid_push_finishes_after_restart() {
     server.put("/large.jar", jar.bytes());
     let proxy = GatedProxy::start(server.address(), jar.size / 2).await;
     scene
-        .create_artifact("large", "1.0", url_source(&proxy.url("/large.jar")), json!({}))
+        .create_artifact(
+            "large",
+            "1.0",
+            url_source(&proxy.url("/large.jar")),
+            json!({}),
+        )
         .await;
 
     let kubeconfig = scene.env.kubeconfig();
@@ -398,7 +405,12 @@ async fn registry_stopped_mid_push_reported_then_recovered() {
     server.put("/medium.jar", jar.bytes());
     let proxy = GatedProxy::start(server.address(), jar.size / 2).await;
     scene
-        .create_artifact("medium", "1.0", url_source(&proxy.url("/medium.jar")), json!({}))
+        .create_artifact(
+            "medium",
+            "1.0",
+            url_source(&proxy.url("/medium.jar")),
+            json!({}),
+        )
         .await;
 
     let operator = scene.start_operator(&scene.env.kubeconfig(), &[]);
@@ -413,8 +425,9 @@ async fn registry_stopped_mid_push_reported_then_recovered() {
             "Ready=False with RegistryUnavailable",
             &operator,
             |artifact| {
-                condition(artifact, "Ready")
-                    .is_some_and(|ready| ready.status == "False" && ready.reason == "RegistryUnavailable")
+                condition(artifact, "Ready").is_some_and(|ready| {
+                    ready.status == "False" && ready.reason == "RegistryUnavailable"
+                })
             },
         )
         .await;
@@ -424,6 +437,8 @@ async fn registry_stopped_mid_push_reported_then_recovered() {
         "the message does not name the registry {registry_address}: {}",
         ready.message
     );
+    // The upload session's URL, with the registry's state token in its query, stays out.
+    assert!(!ready.message.contains("/v2/"), "{}", ready.message);
     assert!(has_condition(&waiting, "Reconciling", "True"));
     assert!(!has_condition(&waiting, "Stalled", "True"));
     assert!(waiting.status.as_ref().unwrap().artifact.is_none());
@@ -588,7 +603,9 @@ async fn registry_stopped_mid_download_cuts_transfer() {
     assert!(left.is_empty(), "the failed loader left {left:?}");
 
     registry.resume().await;
-    let body = download(&direct).await.expect("the URL must serve the JAR again");
+    let body = download(&direct)
+        .await
+        .expect("the URL must serve the JAR again");
     assert_eq!(body.len() as u64, jar.size);
     assert_eq!(format!("sha256:{}", sha256_hex(&body)), jar.sha256);
     let (code, stderr) = run_loader(&direct, &jar.sha256, jar.size, output.path()).await;
@@ -624,7 +641,12 @@ async fn apiserver_restart_misses_no_change() {
         .create_artifact("doomed", "1.0", url_source(&url), delete.clone())
         .await;
     scene
-        .create_artifact("fixed", "1.0", url_source(&server.url("/missing.jar")), json!({}))
+        .create_artifact(
+            "fixed",
+            "1.0",
+            url_source(&server.url("/missing.jar")),
+            json!({}),
+        )
         .await;
 
     // Leader election would end the process once the Lease cannot be renewed for 15 s, which

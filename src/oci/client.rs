@@ -232,11 +232,7 @@ impl RegistryClient {
                     continue;
                 }
                 Err(source) => {
-                    return Err(OciError::Transport {
-                        object: Box::new(object.clone()),
-                        method,
-                        source,
-                    });
+                    return Err(OciError::transport(object.clone(), method, source));
                 }
             };
 

@@ -30,9 +30,7 @@ pub struct ApiserverProcess {
 impl ApiserverProcess {
     /// Starts the API server on a free port and waits until it is ready.
     pub async fn start(env: &TestEnv) -> Self {
-        let binary = env
-            .path("TESTENV_KUBECTL")
-            .with_file_name("kube-apiserver");
+        let binary = env.path("TESTENV_KUBECTL").with_file_name("kube-apiserver");
         let pki = env.ca_file().parent().unwrap().to_owned();
         let mut apiserver = Self {
             port: free_port(),
@@ -55,7 +53,10 @@ impl ApiserverProcess {
     pub fn kubeconfig(&self, env: &TestEnv) -> PathBuf {
         let shared = std::fs::read_to_string(env.kubeconfig()).unwrap();
         let own = shared.replace(env.var("TESTENV_APISERVER_URL"), &self.url());
-        assert_ne!(own, shared, "the kubeconfig does not name the shared API server");
+        assert_ne!(
+            own, shared,
+            "the kubeconfig does not name the shared API server"
+        );
         let path = self.dir.path().join("admin.kubeconfig");
         std::fs::write(&path, own).unwrap();
         path
@@ -74,7 +75,12 @@ impl ApiserverProcess {
         let pki = |file: &str| self.pki.join(file);
         let log = std::fs::File::create(self.dir.path().join("kube-apiserver.log")).unwrap();
         let child = Command::new(&self.binary)
-            .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
             .args(["--secure-port", &self.port.to_string()])
             .args(["--etcd-servers", &self.etcd_servers])
             .arg("--etcd-cafile")
@@ -128,10 +134,10 @@ impl ApiserverProcess {
             .flatten()
             .collect::<Vec<u8>>();
         let client = reqwest::Client::builder()
-            .tls_certs_only([
-                reqwest::Certificate::from_pem(&std::fs::read(self.pki.join("ca.crt")).unwrap())
-                    .unwrap(),
-            ])
+            .tls_certs_only([reqwest::Certificate::from_pem(
+                &std::fs::read(self.pki.join("ca.crt")).unwrap(),
+            )
+            .unwrap()])
             .identity(reqwest::Identity::from_pem(&identity).unwrap())
             .no_proxy()
             .build()
@@ -152,8 +158,8 @@ impl ApiserverProcess {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("kube-apiserver.log"))
-            .unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.dir.path().join("kube-apiserver.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
