@@ -3,7 +3,7 @@
 //! killed while the controllers watch through it.
 //!
 //! Every test checks the same four promises once the fault is over: no artifact is lost, no
-//! digest is wrong, no object is stuck, and the status tells the truth. Each one owns the
+//! digest is wrong, no object is stuck, and the status is accurate. Each one owns the
 //! process it breaks (the operator, a registry or an API server); the shared environment's
 //! processes are never touched.
 
@@ -54,8 +54,10 @@ use support::{
 };
 
 /// Upper bound for the operator to bring an AppArtifact to an expected state. A restarted
-/// operator first waits for the killed one's Lease to expire (15 s).
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// operator first waits for the killed one's Lease to expire (15 s). After an API server
+/// outage, kube-runtime's watch backoff delays the relist by up to 30 s per failed attempt,
+/// and its jitter can double that.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(240);
 /// Upper bound for a transfer to reach the proxy's hold point.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Size of the JAR that the operator is killed in the middle of pushing.
@@ -128,6 +130,21 @@ impl Scene {
             .unwrap();
     }
 
+    /// Serves `jar` behind a proxy that pauses the download at its middle, and creates the
+    /// AppArtifact `name` (version 1.0) that fetches it through the proxy.
+    async fn create_held_artifact(&self, name: &str, jar: &GeneratedJar) -> HeldSource {
+        let server = FileServer::start().await;
+        let path = format!("/{name}.jar");
+        server.put(&path, jar.bytes());
+        let proxy = GatedProxy::start(server.address(), jar.size / 2).await;
+        let source = url_source(&proxy.url(&path));
+        self.create_artifact(name, "1.0", source, json!({})).await;
+        HeldSource {
+            _server: server,
+            proxy,
+        }
+    }
+
     /// Waits until the AppArtifact's status describes its current generation and satisfies
     /// `check`.
     async fn wait_for(
@@ -173,6 +190,12 @@ impl Scene {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// A JAR source whose download pauses half-way until the test releases it.
+struct HeldSource {
+    _server: FileServer,
+    proxy: GatedProxy,
 }
 
 /// A valid JAR (a stored ZIP archive with a manifest and random entries) on disk.
@@ -237,7 +260,7 @@ fn has_condition(artifact: &AppArtifact, type_: &str, status: &str) -> bool {
     condition(artifact, type_).is_some_and(|c| c.status == status)
 }
 
-/// Whether the status was written for the object's current generation.
+/// Returns whether the status was written for the object's current generation.
 fn is_current(artifact: &AppArtifact) -> bool {
     let observed = artifact.status.as_ref().and_then(|s| s.observed_generation);
     observed.is_some() && observed == artifact.metadata.generation
@@ -314,30 +337,20 @@ fn open_upload_bytes(env: &TestEnv, repository: &str) -> u64 {
 /// again.
 ///
 /// Must hold afterwards: the AppArtifact is Ready for its current generation with the JAR's
-/// sha256 and size and no condition that contradicts Ready; the tag's manifest has that digest
-/// as its one layer, and `oras pull` returns the same bytes. Before the restart the status
-/// does not claim Ready.
+/// sha256 and size, and no condition contradicts Ready. The tag's manifest has that digest as
+/// its one layer, and `oras pull` returns the same bytes. Before the restart the status does
+/// not claim Ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn operator_killed_mid_push_finishes_after_restart() {
+async fn operator_killed_mid_push_recovers() {
     let scene = Scene::new("fault-kill").await;
     stored_artifact::create_external_registry(&scene.env, &scene.client, &scene.namespace).await;
     let jar = GeneratedJar::new(LARGE_JAR, 1);
-    let server = FileServer::start().await;
-    server.put("/large.jar", jar.bytes());
-    let proxy = GatedProxy::start(server.address(), jar.size / 2).await;
-    scene
-        .create_artifact(
-            "large",
-            "1.0",
-            url_source(&proxy.url("/large.jar")),
-            json!({}),
-        )
-        .await;
+    let source = scene.create_held_artifact("large", &jar).await;
 
     let kubeconfig = scene.env.kubeconfig();
     let mut operator = scene.start_operator(&kubeconfig, &[]);
-    wait_held(&proxy, &operator).await;
-    // The registry holds part of the blob in an upload session: the push is under way.
+    wait_held(&source.proxy, &operator).await;
+    // The registry has part of the blob in an upload session, so the push is under way.
     let repository = scene.coordinates("large", "1.0").reference().repository;
     let deadline = tokio::time::Instant::now() + TRANSFER_TIMEOUT;
     while open_upload_bytes(&scene.env, &repository) == 0 {
@@ -348,7 +361,7 @@ async fn operator_killed_mid_push_finishes_after_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     operator.kill();
-    proxy.release();
+    source.proxy.release();
 
     let interrupted = scene.artifacts().get("large").await.unwrap();
     assert!(
@@ -391,7 +404,7 @@ async fn operator_killed_mid_push_finishes_after_restart() {
 /// After the restart it becomes Ready with the JAR's digest and size, and the registry's tag
 /// has that digest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn registry_stopped_mid_push_reported_then_recovered() {
+async fn registry_stopped_mid_push_recovers() {
     let scene = Scene::new("fault-reg").await;
     let mut registry = RegistryProcess::start().await;
     stored_artifact::create_registry(
@@ -401,22 +414,12 @@ async fn registry_stopped_mid_push_reported_then_recovered() {
     )
     .await;
     let jar = GeneratedJar::new(MEDIUM_JAR, 2);
-    let server = FileServer::start().await;
-    server.put("/medium.jar", jar.bytes());
-    let proxy = GatedProxy::start(server.address(), jar.size / 2).await;
-    scene
-        .create_artifact(
-            "medium",
-            "1.0",
-            url_source(&proxy.url("/medium.jar")),
-            json!({}),
-        )
-        .await;
+    let source = scene.create_held_artifact("medium", &jar).await;
 
     let operator = scene.start_operator(&scene.env.kubeconfig(), &[]);
-    wait_held(&proxy, &operator).await;
+    wait_held(&source.proxy, &operator).await;
     registry.stop();
-    proxy.release();
+    source.proxy.release();
 
     let registry_address = registry.url().trim_start_matches("http://").to_owned();
     let waiting = scene
@@ -470,7 +473,7 @@ async fn signed_url(scene: &Scene, gateway: &str, name: &str, digest: &str) -> S
     signing::signed_url(gateway, &target, &signature)
 }
 
-/// Sends a GET and reads the whole body; returns the body, or the error that ended it.
+/// Sends a GET and reads the whole body. Returns the body, or the error that ended it.
 async fn download(url: &str) -> Result<Vec<u8>, String> {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let response = client.get(url).send().await.map_err(|e| e.to_string())?;
@@ -510,11 +513,11 @@ async fn run_loader(url: &str, sha256: &str, size: u64, dir: &Path) -> (i32, Str
 /// once under a plain HTTP client and once under `artifact-operator loader`, and starts again.
 ///
 /// Must hold: the plain client's transfer fails (the body ends short of Content-Length) and
-/// never completes with other bytes; the loader exits with a network or server error and
+/// never completes with other bytes. The loader exits with a network or server error and
 /// leaves no file at its output path. After the restart the same URL serves exactly the JAR,
 /// and the loader writes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn registry_stopped_mid_download_cuts_transfer() {
+async fn registry_stopped_mid_download_fails() {
     let scene = Scene::new("fault-gw").await;
     let mut registry = RegistryProcess::start().await;
     stored_artifact::create_registry(
@@ -626,7 +629,7 @@ fn small_jar(label: &str) -> Vec<u8> {
 /// are created, changed and deleted through the shared API server.
 ///
 /// Must hold afterwards: every AppArtifact created or changed during the outage is Ready for
-/// its current generation with the right digest; the one deleted during the outage is gone,
+/// its current generation with the right digest. The one deleted during the outage is gone,
 /// and its tag is removed from the registry, which only its finalizer does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn apiserver_restart_misses_no_change() {

@@ -176,7 +176,8 @@ pub enum OciError {
 }
 
 impl OciError {
-    /// A request that got no complete response: the connection failed, was cut or timed out.
+    /// Builds the error of a request that got no complete response, because the connection
+    /// failed, was cut or timed out.
     ///
     /// The request URL is dropped from the message. `object` already names the registry and
     /// repository, and the URL may carry what the module promises never to show: an upload
@@ -248,7 +249,7 @@ impl OciError {
 }
 
 /// Displays an error followed by its causes, `error: cause: cause`. The outermost error of
-/// reqwest says only "error sending request", while the reason a status message needs, such
+/// reqwest reads only "error sending request", while the reason a status message needs, such
 /// as "Connection refused" or "connection closed before message completed", is in a cause.
 struct Causes<'a>(&'a (dyn std::error::Error + 'static));
 

@@ -1,6 +1,6 @@
 //! A kube-apiserver that one test owns. It stores in the shared environment's etcd with the
-//! shared PKI, so every object is the same as through the shared API server, but the test can
-//! kill it and start it again on the same port without disturbing other tests.
+//! shared PKI, so it serves the same objects as the shared API server. The test can kill it
+//! and start it again on the same port without disturbing other tests.
 //!
 //! The flags follow `start_apiserver` in `tests/env/up.sh`. The env file does not record etcd's
 //! port, so it is read from the shared API server's command line.
@@ -13,9 +13,9 @@ use std::{
     time::Duration,
 };
 
-use crate::support::TestEnv;
+use crate::support::{TestEnv, free_port};
 
-/// Time a kube-apiserver gets to answer `/readyz` after it starts.
+/// Time a kube-apiserver gets to report ready on `/readyz` after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct ApiserverProcess {
@@ -189,12 +189,4 @@ fn shared_etcd_servers(env: &TestEnv) -> String {
         .and_then(|index| args.get(index + 1))
         .cloned()
         .expect("the shared API server has no --etcd-servers flag")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

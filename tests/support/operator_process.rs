@@ -98,7 +98,7 @@ impl OperatorProcess {
             .to_owned()
     }
 
-    /// Every log line so far.
+    /// Returns every log line so far, one per line.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
