@@ -556,18 +556,22 @@ async fn registry_stopped_mid_download_fails() {
     let url_path = |url: &str| url.split_once(&gateway).unwrap().1.to_owned();
     let direct = signed_url(&scene, &format!("http://{gateway}"), "app", &jar.sha256).await;
 
-    // A plain client, cut off in the middle.
+    // A plain client, cut off in the middle. The gateway has sent a complete-looking head.
     let proxy = GatedProxy::start(gateway_address, jar.size / 4).await;
-    let through_proxy = proxy.url(&url_path(&direct));
-    let transfer = tokio::spawn({
-        let url = through_proxy.clone();
-        async move { download(&url).await }
-    });
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = http
+        .get(proxy.url(&url_path(&direct)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert_eq!(response.content_length(), Some(jar.size));
+    let body = tokio::spawn(response.bytes());
     wait_held(&proxy, &operator).await;
     registry.stop();
     proxy.release();
-    match transfer.await.unwrap() {
-        Err(error) => assert!(!error.is_empty()),
+    match body.await.unwrap() {
+        Err(error) => assert!(error.is_body() || error.is_decode(), "{error:?}"),
         Ok(body) => panic!(
             "the transfer completed with {} bytes (sha256:{}) while the registry was stopped",
             body.len(),
