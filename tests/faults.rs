@@ -47,6 +47,7 @@ use kube::{
 };
 use operator_process::OperatorProcess;
 use registry_process::RegistryProcess;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use stored_artifact::StoredArtifact;
 use support::{
@@ -564,7 +565,7 @@ async fn registry_stopped_mid_download_fails() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.content_length(), Some(jar.size));
     let body = tokio::spawn(response.bytes());
     wait_held(&proxy, &operator).await;
@@ -621,6 +622,29 @@ async fn registry_stopped_mid_download_fails() {
     assert_eq!(format!("sha256:{}", sha256_hex(&written)), jar.sha256);
 }
 
+/// Waits until a GET of `url` through the gateway returns `expected`, as the gateway's cache of
+/// AppArtifacts follows the API server.
+async fn wait_for_status(url: &str, expected: StatusCode, operator: &OperatorProcess) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let status = http.get(url).send().await.unwrap().status();
+        if status == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway still returns {status} instead of {expected}; operator log:\n{}",
+            operator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn small_jar_digest(label: &str) -> String {
+    format!("sha256:{}", sha256_hex(&small_jar(label)))
+}
+
 /// Returns a small JAR-like file whose content names `label`.
 fn small_jar(label: &str) -> Vec<u8> {
     let mut bytes = b"PK\x03\x04".to_vec();
@@ -633,8 +657,9 @@ fn small_jar(label: &str) -> Vec<u8> {
 /// are created, changed and deleted through the shared API server.
 ///
 /// Must hold afterwards: every AppArtifact created or changed during the outage is Ready for
-/// its current generation with the right digest. The one deleted during the outage is gone,
-/// and its tag is removed from the registry, which only its finalizer does.
+/// its current generation with the right digest, and the gateway serves it. The one deleted
+/// during the outage is gone, its tag is removed from the registry (which only its finalizer
+/// does), and the gateway revokes its URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn apiserver_restart_misses_no_change() {
     let scene = Scene::new("fault-api").await;
@@ -645,7 +670,7 @@ async fn apiserver_restart_misses_no_change() {
     let delete = json!({ "deletionPolicy": "Delete" });
     let url = server.put("/doomed.jar", small_jar("doomed"));
     scene
-        .create_artifact("doomed", "1.0", url_source(&url), delete.clone())
+        .create_artifact("doomed", "1.0", url_source(&url), delete)
         .await;
     scene
         .create_artifact(
@@ -658,8 +683,11 @@ async fn apiserver_restart_misses_no_change() {
 
     // Leader election would end the process once the Lease cannot be renewed for 15 s, which
     // is a restart, not the watch resumption under test; a single replica needs no Lease.
-    let operator = scene.start_operator(&kubeconfig, &["--leader-election", "false"]);
+    let mut operator = scene.start_operator(&kubeconfig, &["--leader-election", "false"]);
+    let gateway = format!("http://{}", operator.listener_address("gateway").await);
     scene.wait_ready("doomed", &operator).await;
+    let doomed_url = signed_url(&scene, &gateway, "doomed", &small_jar_digest("doomed")).await;
+    wait_for_status(&doomed_url, StatusCode::OK, &operator).await;
     scene
         .wait_for("fixed", "Ready=False", &operator, |artifact| {
             has_condition(artifact, "Ready", "False")
@@ -667,13 +695,12 @@ async fn apiserver_restart_misses_no_change() {
         .await;
 
     apiserver.kill();
-    let mut created = Vec::new();
-    for name in ["during-a", "during-b"] {
+    let created = ["during-a", "during-b"];
+    for name in created {
         let url = server.put(&format!("/{name}.jar"), small_jar(name));
         scene
             .create_artifact(name, "1.0", url_source(&url), json!({}))
             .await;
-        created.push(name);
     }
     let fixed_url = server.put("/fixed.jar", small_jar("fixed"));
     let patch = json!({ "spec": { "source": { "url": { "url": fixed_url } } } });
@@ -691,11 +718,13 @@ async fn apiserver_restart_misses_no_change() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     apiserver.resume().await;
 
-    for name in created.iter().chain(&["fixed"]) {
+    for name in created.into_iter().chain(["fixed"]) {
         let ready = scene.wait_ready(name, &operator).await;
-        let jar = small_jar(name);
-        let digest = format!("sha256:{}", sha256_hex(&jar));
-        assert_truthful_ready(&ready, &digest, jar.len() as u64);
+        let digest = small_jar_digest(name);
+        assert_truthful_ready(&ready, &digest, small_jar(name).len() as u64);
+        // The gateway's cache of AppArtifacts resumed its watch too.
+        let url = signed_url(&scene, &gateway, name, &digest).await;
+        wait_for_status(&url, StatusCode::OK, &operator).await;
     }
     let fixed = scene.artifacts().get("fixed").await.unwrap();
     assert_eq!(fixed.metadata.generation, Some(2));
@@ -707,4 +736,5 @@ async fn apiserver_restart_misses_no_change() {
         .await
         .unwrap_err();
     assert!(removed.is_not_found(), "{removed}");
+    wait_for_status(&doomed_url, StatusCode::GONE, &operator).await;
 }
