@@ -44,7 +44,9 @@ use kube::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{TestEnv, create_labeled_namespace, install_crds, sha256_hex, unique_name};
+use support::{
+    TestEnv, create_labeled_namespace, free_port, install_crds, sha256_hex, unique_name,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_artifact-operator");
 /// Release name and namespace of deploy/artifact-operator.yaml (`make deploy-manifests`).
@@ -1423,16 +1425,6 @@ fn run_with_input(command: &mut Command, input: &str) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
-}
-
-/// Returns a free loopback port, because the webhook URL must be known before the operator
-/// binds it.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_until(expectation: &str, mut check: impl FnMut() -> bool) {

@@ -356,13 +356,9 @@ impl RegistryClient {
         };
         let length = end - start + 1;
         let transfer_object = object.clone();
-        let bytes = response
-            .bytes_stream()
-            .map_err(move |source| OciError::Transport {
-                object: Box::new(transfer_object.clone()),
-                method: Method::GET,
-                source,
-            });
+        let bytes = response.bytes_stream().map_err(move |source| {
+            OciError::transport(transfer_object.clone(), Method::GET, source)
+        });
         Ok(BlobRangeStream {
             inner: Box::pin(bytes),
             skip,
@@ -400,13 +396,9 @@ impl RegistryClient {
                 .await);
         }
         let transfer_object = object.clone();
-        let bytes = response
-            .bytes_stream()
-            .map_err(move |source| OciError::Transport {
-                object: Box::new(transfer_object.clone()),
-                method: Method::GET,
-                source,
-            });
+        let bytes = response.bytes_stream().map_err(move |source| {
+            OciError::transport(transfer_object.clone(), Method::GET, source)
+        });
         let verified =
             VerifyingStream::new(Box::pin(bytes), expected, move |actual: ContentSummary| {
                 OciError::ContentMismatch {

@@ -226,17 +226,15 @@ impl RegistryClient {
                 Ok(response) => response,
                 Err(source) if can_retry && is_retryable_transport(&source) => {
                     let delay = self.inner.retry.backoff(attempt);
-                    warn!(%method, %object, attempt, ?delay, error = %source, "request failed, retrying");
+                    // The error names the method and object, and leaves out the URL.
+                    let error = OciError::transport(object.clone(), method.clone(), source);
+                    warn!(attempt, ?delay, %error, "request failed, retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                     continue;
                 }
                 Err(source) => {
-                    return Err(OciError::Transport {
-                        object: Box::new(object.clone()),
-                        method,
-                        source,
-                    });
+                    return Err(OciError::transport(object.clone(), method, source));
                 }
             };
 

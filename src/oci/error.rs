@@ -121,7 +121,8 @@ pub enum OciError {
     )]
     InvalidName { object: Box<RegistryObject> },
 
-    #[error("{method} {object} failed: {source}")]
+    /// Built with [`OciError::transport`], which drops the request URL from `source`.
+    #[error("{method} {object} failed: {}", Causes(source))]
     Transport {
         object: Box<RegistryObject>,
         method: reqwest::Method,
@@ -175,6 +176,25 @@ pub enum OciError {
 }
 
 impl OciError {
+    /// Builds the error of a request that got no complete response, because the connection
+    /// failed, was cut or timed out.
+    ///
+    /// The request URL is dropped from the message. `object` already names the registry and
+    /// repository, and the URL may carry what the module promises never to show: an upload
+    /// session's state token, or the signature of a pre-signed storage URL that the registry
+    /// redirected to.
+    pub fn transport(
+        object: RegistryObject,
+        method: reqwest::Method,
+        source: reqwest::Error,
+    ) -> Self {
+        OciError::Transport {
+            object: Box::new(object),
+            method,
+            source: source.without_url(),
+        }
+    }
+
     /// Short, stable label for the kind of failure, used as a metric label value.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -225,6 +245,23 @@ impl OciError {
     /// Returns whether the error means the tag, manifest, blob or repository does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, OciError::NotFound { .. })
+    }
+}
+
+/// Displays an error followed by its causes, `error: cause: cause`. The outermost error of
+/// reqwest reads only "error sending request", while the reason a status message needs, such
+/// as "Connection refused" or "connection closed before message completed", is in a cause.
+struct Causes<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
     }
 }
 
@@ -302,5 +339,27 @@ mod tests {
         );
         assert!(!error(400, "MANIFEST_INVALID: bad").is_manifest_blob_unknown());
         assert!(!error(500, "MANIFEST_BLOB_UNKNOWN: y").is_manifest_blob_unknown());
+    }
+
+    /// A refused connection is reported with its cause and without the request URL, whose
+    /// query may hold a token.
+    #[tokio::test]
+    async fn transport_error_names_cause_without_url() {
+        crate::tls::install_crypto_provider();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url = format!("http://127.0.0.1:{port}/v2/acme/app/blobs/uploads/1?_state=secret");
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let source = client.patch(&url).send().await.unwrap_err();
+
+        let message = OciError::transport(object(""), reqwest::Method::PATCH, source).to_string();
+
+        assert!(
+            message.starts_with("PATCH 127.0.0.1:5000/acme/app failed: error sending request"),
+            "{message}"
+        );
+        assert!(message.contains("onnection refused"), "{message}");
+        assert!(!message.contains("_state"), "{message}");
     }
 }

@@ -61,11 +61,7 @@ impl RegistryClient {
         }
         let bytes = read_limited(response, MAX_MANIFEST_SIZE + 1)
             .await
-            .map_err(|source| OciError::Transport {
-                object: Box::new(object.clone()),
-                method: Method::GET,
-                source,
-            })?;
+            .map_err(|source| OciError::transport(object.clone(), Method::GET, source))?;
         let invalid = |reason: String| OciError::InvalidResponse {
             object: Box::new(object.clone()),
             method: Method::GET,

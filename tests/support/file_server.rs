@@ -3,6 +3,8 @@
 //! Each file may require an exact `Authorization` header; a request without it gets 401. Paths
 //! without a file get 404. One request per connection, which is all a URL source sends.
 
+#![allow(dead_code)] // Not every test crate that includes it uses every part.
+
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -88,6 +90,11 @@ impl FileServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    /// Address the server listens on, for a proxy in front of it.
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     /// Number of requests for `path` so far.

@@ -158,6 +158,16 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{:x}-{nanos:x}-{n}", std::process::id())
 }
 
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago, for a server whose address
+/// must be known before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Merges `extra` into `target`: objects key by key, any other value replaces the target.
 pub fn merge_json(target: &mut serde_json::Value, extra: serde_json::Value) {
     use serde_json::Value;

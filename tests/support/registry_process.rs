@@ -17,7 +17,7 @@ pub struct RegistryProcess {
 impl RegistryProcess {
     /// Writes the configuration and starts the registry, waiting until `/v2/` responds.
     pub async fn start() -> Self {
-        let port = free_port();
+        let port = crate::support::free_port();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let config = format!(
@@ -77,12 +77,4 @@ impl Drop for RegistryProcess {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
