@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
@@ -79,10 +79,16 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decis
         return Decision::TakeOver;
     }
 
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or_default());
-    let renewed = spec.renew_time.as_ref().map(|time| time.0.as_second());
-    match renewed {
-        Some(renewed) if renewed + duration > now.as_second() => Decision::Wait {
+    // The renewal keeps its microseconds: truncating it to whole seconds would let a replica
+    // take the Lease up to a second before it expires, while the holder still leads.
+    let duration =
+        SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or_default()));
+    let expires = spec
+        .renew_time
+        .as_ref()
+        .and_then(|time| time.0.checked_add(duration).ok());
+    match expires {
+        Some(expires) if expires > now => Decision::Wait {
             holder: holder.to_owned(),
         },
         _ => Decision::TakeOver,
@@ -310,6 +316,22 @@ mod tests {
                 "{spec:?} at {now}"
             );
         }
+    }
+
+    #[test]
+    fn lease_expiry_keeps_subseconds() {
+        let renewed = Timestamp::from_millisecond(1_000_900).unwrap();
+        let spec = LeaseSpec {
+            renew_time: Some(MicroTime(renewed)),
+            ..held_by("b", 0)
+        };
+        let just_before = Timestamp::from_millisecond(1_015_899).unwrap();
+        assert!(matches!(
+            decide(Some(&spec), "a", just_before),
+            Decision::Wait { .. }
+        ));
+        let expiry = Timestamp::from_millisecond(1_015_900).unwrap();
+        assert_eq!(decide(Some(&spec), "a", expiry), Decision::TakeOver);
     }
 
     #[test]
