@@ -14,6 +14,12 @@
 //!
 //! `read` is the method class of GET and HEAD, so a signature never authorizes another kind of
 //! request. Everything here is pure; [`super::keys`] keeps the ring in a Secret.
+//!
+//! The signer (the webhook) and the verifier (the gateway) may run on nodes whose clocks
+//! differ, so [`verify`] allows [`CLOCK_SKEW`] each way, and both bounds include their last
+//! second. A URL stays valid until `CLOCK_SKEW` after `exp` by the verifier's clock. An `exp`
+//! up to [`MAX_TTL`] plus `CLOCK_SKEW` ahead of the verifier's clock is accepted, so a signer
+//! whose clock runs up to `CLOCK_SKEW` fast can still issue URLs of the maximum lifetime.
 
 use std::{fmt, time::Duration};
 
@@ -393,6 +399,38 @@ mod tests {
             verify(&ring, &target(), &signature, past_skew),
             Err(Rejection::Expired)
         );
+    }
+
+    /// Each URL comes from a signer whose clock is off from the verifier's by about
+    /// [`CLOCK_SKEW`]. The accepted window ends exactly at the allowance on both sides.
+    #[test]
+    fn signer_skew_edges_exact() {
+        let verifier_now = at(1_800_000_000);
+        let skew = CLOCK_SKEW.as_secs() as i64;
+        let ring = ring(verifier_now);
+        let ttl = Duration::from_secs(60);
+        // A signer behind the verifier: its URL expired, by the verifier's clock, at most
+        // `skew` seconds ago.
+        for (behind, expected) in [(skew, Ok(())), (skew + 1, Err(Rejection::Expired))] {
+            let signer_now = at(1_800_000_000 - 60 - behind);
+            let signature = sign(&ring, &target(), ttl, signer_now);
+            assert_eq!(
+                verify(&ring, &target(), &signature, verifier_now),
+                expected,
+                "signer {behind} s past the expiry"
+            );
+        }
+        // A signer ahead of the verifier with the longest lifetime: its expiry lies at most
+        // `MAX_TTL + skew` ahead of the verifier's clock.
+        for (ahead, expected) in [(skew, Ok(())), (skew + 1, Err(Rejection::ExpiryTooFar))] {
+            let signer_now = at(1_800_000_000 + ahead);
+            let signature = sign(&ring, &target(), MAX_TTL, signer_now);
+            assert_eq!(
+                verify(&ring, &target(), &signature, verifier_now),
+                expected,
+                "signer {ahead} s ahead"
+            );
+        }
     }
 
     #[test]
