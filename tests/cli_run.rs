@@ -17,7 +17,7 @@ use std::{
 };
 
 use artifact_operator::{
-    crd::TENANT_LABEL,
+    crd::{AppArtifact, TENANT_LABEL},
     leader::LeaseSettings,
     webhook::{ARTIFACTS_ANNOTATION, INJECT_LABEL, admission::MUTATE_PODS_PATH},
 };
@@ -464,6 +464,30 @@ async fn leader_alone_reconciles(
     }
 }
 
+/// Waits until the controller has reconciled the AppArtifact `name` and found it Ready.
+async fn wait_until_reconciled_ready(client: &kube::Client, namespace: &str, name: &str) {
+    let api: Api<AppArtifact> = Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let artifact = api.get(name).await.unwrap();
+        let status = artifact.status.unwrap_or_default();
+        let reconciled = status.observed_generation == artifact.metadata.generation;
+        let ready = status
+            .conditions
+            .iter()
+            .any(|condition| condition.type_ == "Ready" && condition.status == "True");
+        if reconciled && ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "AppArtifact {namespace}/{name} was not reconciled Ready within 60 s: {:?}",
+            status.conditions
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn lease_spec(client: &kube::Client, namespace: &str) -> LeaseSpec {
     Api::<Lease>::namespaced(client.clone(), namespace)
         .get("artifact-operator")
@@ -554,6 +578,9 @@ fn replicas_survive_leader_kill() {
         first.wait_for_leadership(Instant::now() + Duration::from_secs(60), "first replica");
     let second = Replica::start(&env, &operator_namespace, &namespace, &args);
     second.operator.wait_for_line("Waiting for leadership");
+    // The leader's first reconciles may find the registry not ready yet and turn the artifact
+    // unready for a moment, so the reviews start once the leader has found it Ready.
+    runtime.block_on(wait_until_reconciled_ready(&client, &namespace, "billing"));
 
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let webhook_http = runtime.block_on(webhook_client(&client, &operator_namespace));
