@@ -4,9 +4,12 @@ mod support;
 
 #[path = "support/stored_artifact.rs"]
 mod stored_artifact;
+#[path = "support/tcp_proxy.rs"]
+mod tcp_proxy;
 
 use std::{
     io::{BufRead, BufReader, Write},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
@@ -29,6 +32,7 @@ use kube::Api;
 use serde_json::{Value, json};
 use stored_artifact::StoredArtifact;
 use support::{TestEnv, create_labeled_namespace, install_crds, unique_name};
+use tcp_proxy::TcpProxy;
 use tokio::sync::watch;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_artifact-operator");
@@ -70,6 +74,21 @@ impl Operator {
         watch_namespace: &str,
         extra: &[&str],
     ) -> Self {
+        Self::start_with_kubeconfig(
+            &env.kubeconfig(),
+            operator_namespace,
+            watch_namespace,
+            extra,
+        )
+    }
+
+    /// Starts the operator like [`Operator::start`], with another kubeconfig.
+    fn start_with_kubeconfig(
+        kubeconfig: &Path,
+        operator_namespace: &str,
+        watch_namespace: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut child = Command::new(BINARY)
             .arg("run")
             // A namespace of its own keeps this operator away from other tests' objects.
@@ -78,7 +97,7 @@ impl Operator {
             .args(["--gateway-listen", "127.0.0.1:0"])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
-            .env("KUBECONFIG", env.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .env("LOG_FORMAT", "json")
             .stderr(Stdio::piped())
@@ -106,7 +125,12 @@ impl Operator {
             .status()
             .unwrap();
         assert!(status.success());
-        let exit = wait_with_deadline(&mut self.child, Duration::from_secs(30), &self.lines);
+        let exit = wait_with_deadline(
+            &mut self.child,
+            Duration::from_secs(30),
+            "SIGTERM",
+            &self.lines,
+        );
         assert!(
             exit.success(),
             "the operator must exit 0 on SIGTERM, got {exit}"
@@ -662,6 +686,96 @@ fn replicas_survive_leader_kill() {
     assert_eq!(lease_holder(&env, &operator_namespace), "");
 }
 
+/// A leader cut off from the API server stops leading before the other replica may take the
+/// Lease over, so the two never lead at the same time.
+#[test]
+fn partitioned_leader_steps_down_first() {
+    let env = TestEnv::load();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(env.kube_client());
+    let operator_namespace =
+        runtime.block_on(support::create_namespace(&client, "partition-operator"));
+    let watched = unique_name("partition");
+
+    // The first replica reaches the API server through a proxy that the test can partition.
+    let apiserver_url = env.var("TESTENV_APISERVER_URL");
+    let upstream = apiserver_url
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let proxy = runtime.block_on(TcpProxy::start(upstream));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let text = std::fs::read_to_string(env.kubeconfig()).unwrap();
+    let proxied = text.replace(apiserver_url, &format!("https://{}", proxy.address));
+    assert_ne!(
+        proxied, text,
+        "the kubeconfig does not name {apiserver_url}"
+    );
+    std::fs::write(&kubeconfig, proxied).unwrap();
+
+    let configuration = unique_name("partition-unregistered");
+    let args = [
+        "--webhook-listen",
+        "127.0.0.1:0",
+        "--webhook-configuration",
+        &configuration,
+    ];
+    let timing = LeaseSettings::new(&operator_namespace, "artifact-operator", String::new());
+    let mut first =
+        Operator::start_with_kubeconfig(&kubeconfig, &operator_namespace, &watched, &args);
+    first.wait_for_line("Became the leader");
+    let second = Operator::start(&env, &operator_namespace, &watched, &args);
+    second.wait_for_line("Waiting for leadership");
+
+    proxy.partition();
+    let partitioned_at = Instant::now();
+    let stepped_down = wait_for_line_until(
+        &first.lines,
+        "Stopped leading",
+        partitioned_at + timing.renew_deadline + Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| {
+        panic!(
+            "the cut-off leader did not stop leading within {:?} plus 10 s",
+            timing.renew_deadline
+        )
+    });
+    let hand_over_limit = timing.lease_duration + timing.retry_period + Duration::from_secs(10);
+    wait_for_line_until(
+        &second.lines,
+        "Became the leader",
+        partitioned_at + hand_over_limit,
+    )
+    .unwrap_or_else(|| panic!("the other replica did not take over within {hand_over_limit:?}"));
+
+    // Both replicas run on this machine, so the log timestamps and the acquireTime that the
+    // second replica wrote come from one clock.
+    let stepped_down_at: jiff::Timestamp = field(&stepped_down, "timestamp").parse().unwrap();
+    let acquired = runtime
+        .block_on(lease_spec(&client, &operator_namespace))
+        .acquire_time
+        .unwrap()
+        .0;
+    assert!(
+        stepped_down_at < acquired,
+        "the cut-off leader stopped at {stepped_down_at}, after the other replica took the \
+         Lease at {acquired}"
+    );
+    let exit = wait_with_deadline(
+        &mut first.child,
+        Duration::from_secs(30),
+        "losing the Lease",
+        &first.lines,
+    );
+    assert!(
+        !exit.success(),
+        "a replica that lost the Lease must exit non-zero, got {exit}"
+    );
+
+    second.stop();
+}
+
 /// A custom resource that no test installs.
 #[derive(
     kube::CustomResource, serde::Serialize, serde::Deserialize, Clone, Debug, schemars::JsonSchema,
@@ -848,6 +962,7 @@ fn run_without_cluster_fails_with_clear_error() {
 fn wait_with_deadline(
     child: &mut std::process::Child,
     limit: Duration,
+    cause: &str,
     lines: &mpsc::Receiver<String>,
 ) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + limit;
@@ -859,7 +974,7 @@ fn wait_with_deadline(
             let _ = child.kill();
             let log: Vec<String> = lines.try_iter().collect();
             panic!(
-                "the operator did not exit within {limit:?} after SIGTERM; log:\n{}",
+                "the operator did not exit within {limit:?} after {cause}; log:\n{}",
                 log.join("\n")
             );
         }
