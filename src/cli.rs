@@ -490,11 +490,13 @@ where
     S: Fn() -> F + Send + 'static,
     F: std::future::Future<Output = ()> + Send + Sync + 'static,
 {
-    if let Some(lease) = &lease
-        && !leader::acquire(&client, lease, stop_signal()).await
-    {
-        return Vec::new();
-    }
+    let acquired = match &lease {
+        Some(lease) => match leader::acquire(&client, lease, stop_signal()).await {
+            Some(acquired) => Some(acquired),
+            None => return Vec::new(),
+        },
+        None => None,
+    };
 
     let cluster_ranges = cluster::discover_address_ranges(&client).await;
     let registry_context = controller::Context::new(client.clone(), args.registry_settings())
@@ -512,8 +514,8 @@ where
         )),
     ];
 
-    if let Some(lease) = &lease
-        && !leader::hold(&client, lease, stop_signal()).await
+    if let (Some(lease), Some(acquired)) = (&lease, acquired)
+        && !leader::hold(&client, lease, acquired, stop_signal()).await
     {
         let _ = lost.send(());
     }

@@ -4,12 +4,17 @@
 //! A replica holds the Lease while it renews it within `lease_duration`. Another replica takes it
 //! over only once the holder's last renewal is older than that. Every write carries the Lease's
 //! `resourceVersion`, so of two replicas that try at once, one gets a conflict and waits. A
-//! leader that fails to renew before its lease runs out stops, because another replica may
-//! already lead: the process exits and its restart campaigns again.
+//! leader that has not renewed within `renew_deadline`, which is shorter than
+//! `lease_duration`, stops leading before any other replica may take over: the process exits
+//! and its restart campaigns again. The timings are those of kube-controller-manager's
+//! `--leader-elect-*` defaults.
+//!
+//! NOTE: reconciles already running when the leader stops may finish within the operator's
+//! shutdown grace period, so they can overlap a new leader's first reconciles by a few seconds.
 
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
@@ -18,6 +23,7 @@ use kube::{
     Api, Client,
     api::{PostParams, ResourceExt as _},
 };
+use tokio::time::Instant;
 use tracing::{debug, info, instrument, warn};
 
 /// Location of the Lease and the timing of its renewals.
@@ -29,19 +35,25 @@ pub struct LeaseSettings {
     pub identity: String,
     /// Time after the last renewal at which other replicas may take over.
     pub lease_duration: Duration,
+    /// Time after the start of the last successful renewal at which the leader stops leading.
+    /// It must be shorter than `lease_duration`, so that the leader stops before another
+    /// replica can take over.
+    pub renew_deadline: Duration,
     /// Interval between renewals and between attempts to acquire.
     pub retry_period: Duration,
 }
 
 impl LeaseSettings {
-    /// Settings with a 15 s lease renewed every 5 s.
+    /// Settings with a 15 s lease, renewed every 2 s, that the leader gives up when it could
+    /// not renew it for 10 s.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>, identity: String) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
             identity,
             lease_duration: Duration::from_secs(15),
-            retry_period: Duration::from_secs(5),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
         }
     }
 }
@@ -79,10 +91,16 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Decis
         return Decision::TakeOver;
     }
 
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or_default());
-    let renewed = spec.renew_time.as_ref().map(|time| time.0.as_second());
-    match renewed {
-        Some(renewed) if renewed + duration > now.as_second() => Decision::Wait {
+    // The renewal keeps its microseconds: truncating it to whole seconds would let a replica
+    // take the Lease up to a second before it expires, while the holder still leads.
+    let duration =
+        SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or_default()));
+    let expires = spec
+        .renew_time
+        .as_ref()
+        .and_then(|time| time.0.checked_add(duration).ok());
+    match expires {
+        Some(expires) if expires > now => Decision::Wait {
             holder: holder.to_owned(),
         },
         _ => Decision::TakeOver,
@@ -181,64 +199,89 @@ pub async fn try_acquire(client: &Client, settings: &LeaseSettings) -> Result<bo
     }
 }
 
-/// Waits until this replica holds the Lease, or returns `false` when `shutdown` completes
+/// Waits until this replica holds the Lease and returns when the successful attempt started,
+/// which is no later than the `renewTime` it wrote. Returns `None` when `shutdown` completes
 /// first.
 pub async fn acquire(
     client: &Client,
     settings: &LeaseSettings,
     shutdown: impl std::future::Future<Output = ()>,
-) -> bool {
+) -> Option<Instant> {
     tokio::pin!(shutdown);
     info!(lease = %settings.name, identity = %settings.identity, "Waiting for leadership");
     loop {
+        let started = Instant::now();
         match try_acquire(client, settings).await {
             Ok(true) => {
                 info!(lease = %settings.name, identity = %settings.identity, "Became the leader");
-                return true;
+                return Some(started);
             }
             Ok(false) => {}
             Err(error) => warn!(%error, "Acquiring the lease failed; retrying"),
         }
         tokio::select! {
-            () = &mut shutdown => return false,
+            () = &mut shutdown => return None,
             () = tokio::time::sleep(settings.retry_period) => {}
         }
     }
 }
 
-/// Renews the Lease until `shutdown` completes. Returns `false` when the lease was lost (not
-/// renewed within its duration, or taken by another replica). The caller [`release`]s it after
-/// its controllers have stopped.
+/// Renews the Lease, which this replica acquired in an attempt that started at `acquired`,
+/// until `shutdown` completes. Returns `false` when the lease was lost: taken by another
+/// replica, or not renewed within `renew_deadline`. The caller [`release`]s it after its
+/// controllers have stopped.
+///
+/// The deadline counts from the start of the last successful attempt, which precedes the
+/// `renewTime` that other replicas compare with their clocks. It also bounds an attempt that
+/// hangs, for example on an API server that stopped responding.
 pub async fn hold(
     client: &Client,
     settings: &LeaseSettings,
+    acquired: Instant,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> bool {
     tokio::pin!(shutdown);
-    let mut last_renewal = tokio::time::Instant::now();
+    let mut renewed = acquired;
     loop {
+        let deadline = renewed + settings.renew_deadline;
         tokio::select! {
             () = &mut shutdown => return true,
-            () = tokio::time::sleep(settings.retry_period) => {}
+            () = tokio::time::sleep_until(deadline.min(Instant::now() + settings.retry_period)) => {}
         }
-        match try_acquire(client, settings).await {
-            Ok(true) => last_renewal = tokio::time::Instant::now(),
-            Ok(false) => {
+        let started = Instant::now();
+        match tokio::time::timeout_at(deadline, try_acquire(client, settings)).await {
+            Ok(Ok(true)) => renewed = started,
+            Ok(Ok(false)) => {
                 warn!(lease = %settings.name, "Another replica took the lease");
                 return false;
             }
-            Err(error) => warn!(%error, "Renewing the lease failed; retrying"),
+            Ok(Err(error)) => warn!(%error, "Renewing the lease failed; retrying"),
+            Err(_) => {}
         }
-        if last_renewal.elapsed() >= settings.lease_duration {
-            warn!(lease = %settings.name, "The lease expired before it could be renewed");
+        if Instant::now() >= renewed + settings.renew_deadline {
+            warn!(
+                lease = %settings.name,
+                renew_deadline = ?settings.renew_deadline,
+                "Stopped leading because the lease was not renewed in time"
+            );
             return false;
         }
     }
 }
 
 /// Gives the Lease up so that another replica takes over at once instead of after
-/// `lease_duration`.
+/// `lease_duration`. The attempt ends after `retry_period`, so that an unreachable API server
+/// cannot hold up the shutdown.
 pub async fn release(client: &Client, settings: &LeaseSettings) {
+    if tokio::time::timeout(settings.retry_period, release_now(client, settings))
+        .await
+        .is_err()
+    {
+        warn!(lease = %settings.name, "Releasing the lease timed out");
+    }
+}
+
+async fn release_now(client: &Client, settings: &LeaseSettings) {
     let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
     let Ok(Some(mut lease)) = api.get_opt(&settings.name).await else {
         return;
@@ -310,6 +353,22 @@ mod tests {
                 "{spec:?} at {now}"
             );
         }
+    }
+
+    #[test]
+    fn lease_expiry_keeps_subseconds() {
+        let renewed = Timestamp::from_millisecond(1_000_900).unwrap();
+        let spec = LeaseSpec {
+            renew_time: Some(MicroTime(renewed)),
+            ..held_by("b", 0)
+        };
+        let just_before = Timestamp::from_millisecond(1_015_899).unwrap();
+        assert!(matches!(
+            decide(Some(&spec), "a", just_before),
+            Decision::Wait { .. }
+        ));
+        let expiry = Timestamp::from_millisecond(1_015_900).unwrap();
+        assert_eq!(decide(Some(&spec), "a", expiry), Decision::TakeOver);
     }
 
     #[test]

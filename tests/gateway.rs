@@ -249,6 +249,59 @@ async fn tampered_urls_rejected_with_reason() {
     assert!(metrics.contains("reason=\"expired\""), "{metrics}");
 }
 
+/// The gateway verifies, with its own clock, URLs from signers whose clocks are off by about the
+/// allowed skew. Each edge is met just inside (served) and just outside (403 with a reason).
+#[tokio::test]
+async fn signer_clock_skew_edges() {
+    let harness = Harness::start(numbered_jar(1_000)).await;
+    let skew = signing::CLOCK_SKEW;
+    // A request reaches the gateway a moment after it was signed. Every case stays on its side
+    // of the edge for this long, and the gateway's later clock only pushes the cases that are
+    // outside further out.
+    let margin = Duration::from_secs(10);
+    let short = Duration::from_secs(60);
+    let now = Timestamp::now();
+    let cases = [
+        (
+            "signer behind: expired skew - 10 s ago",
+            harness.url_at(short, now - (short + skew - margin)),
+            None,
+        ),
+        (
+            "signer behind: expired skew + 10 s ago",
+            harness.url_at(short, now - (short + skew + margin)),
+            Some(("expired", "the URL has expired")),
+        ),
+        (
+            "signer ahead by skew - 10 s, longest lifetime",
+            harness.url_at(signing::MAX_TTL, now + (skew - margin)),
+            None,
+        ),
+        (
+            "signer ahead by skew + 10 s, longest lifetime",
+            harness.url_at(signing::MAX_TTL, now + (skew + margin)),
+            Some(("expiry_too_far", "further ahead than the maximum lifetime")),
+        ),
+    ];
+
+    for (case, url, refusal_expected) in cases {
+        let response = http().get(&url).send().await.unwrap();
+        match refusal_expected {
+            None => {
+                assert_eq!(response.status(), StatusCode::OK, "{case}");
+                assert_eq!(response.bytes().await.unwrap(), harness.jar, "{case}");
+            }
+            Some((reason, message)) => {
+                let (status, body) = refusal(response).await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{case}: {body}");
+                assert_eq!(body["reason"], reason, "{case}: {body}");
+                let text = body["message"].as_str().unwrap();
+                assert!(text.contains(message), "{case}: {body}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn deleted_artifact_revokes_url() {
     let harness = Harness::start(numbered_jar(1_000)).await;

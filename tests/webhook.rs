@@ -29,7 +29,7 @@ use artifact_operator::{
     webhook::{
         ADD_LOADER_ANNOTATION, ARTIFACTS_ANNOTATION, INJECT_LABEL, INJECTED_ANNOTATION,
         admission::{self, InjectionSettings, WebhookState},
-        certs::{self, CertSettings},
+        certs::{self, CertHandle, CertSettings},
         configuration::{self, Endpoint, WebhookConfig},
         patch::LoaderTemplate,
         tls_server,
@@ -39,7 +39,7 @@ use axum::{Json, routing::post};
 use k8s_openapi::api::{
     admissionregistration::v1::MutatingWebhookConfiguration,
     apps::v1::Deployment,
-    core::v1::{Event, Pod, ServiceAccount},
+    core::v1::{Event, Pod, Secret, ServiceAccount},
 };
 use kube::{
     Api, Client,
@@ -68,16 +68,19 @@ struct Harness {
     tenant: String,
     configurations: Vec<String>,
     metrics: Arc<Metrics>,
+    certs: CertHandle,
     _stop: oneshot::Sender<()>,
 }
 
 impl Harness {
     async fn start() -> Self {
-        Self::start_with(false).await
+        Self::start_with(false, |_| {}).await
     }
 
     /// Starts everything; with `reinvoke`, a second webhook that runs after ours adds a label.
-    async fn start_with(reinvoke: bool) -> Self {
+    /// `tune_certs` may change the lifetimes of the webhook's certificates, and every change of
+    /// their CA bundle is published to our configuration.
+    async fn start_with(reinvoke: bool, tune_certs: impl FnOnce(&mut CertSettings)) -> Self {
         let env = TestEnv::load();
         let client = env.kube_client().await;
         install_crds(&client).await;
@@ -124,9 +127,13 @@ impl Harness {
             stop_all(),
         ));
 
+        // Configurations are called in name order, so the touching one sorts after ours.
+        let name = unique_name("a-webhook");
         let mut cert_settings = CertSettings::new(namespace.clone());
         cert_settings.dns_names = Vec::new();
         cert_settings.ip_addresses = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        cert_settings.webhook_configuration = Some(name.clone());
+        tune_certs(&mut cert_settings);
         let certs = certs::start(client.clone(), cert_settings, stop_all())
             .await
             .unwrap();
@@ -154,8 +161,6 @@ impl Harness {
             tls_server::serve_tls(listener, router, &server_certs, server_stop).await
         });
 
-        // Configurations are called in name order, so the touching one sorts after ours.
-        let name = unique_name("a-webhook");
         let mut config = WebhookConfig::new(
             Endpoint::Url(base_url.clone()),
             certs.ca_bundle_pem(),
@@ -181,6 +186,7 @@ impl Harness {
             tenant,
             configurations,
             metrics,
+            certs,
             _stop: stop,
         };
         harness.wait_for_service_account().await;
@@ -514,7 +520,7 @@ async fn added_loader_serves_two_artifacts() {
 
 #[tokio::test]
 async fn reinvocation_adds_nothing_twice() {
-    let harness = Harness::start_with(true).await;
+    let harness = Harness::start_with(true, |_| {}).await;
     harness
         .ready_artifact("billing", "billing", b"PK\x03\x04billing")
         .await;
@@ -656,4 +662,132 @@ async fn denial_reaches_replica_set_events() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no FailedCreate event with {expected:?} on the ReplicaSet");
+}
+
+/// Serial number and issuer of a DER certificate.
+fn serial_and_issuer(der: &[u8]) -> (String, String) {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).unwrap();
+    (
+        certificate.raw_serial_as_string(),
+        certificate.issuer().to_string(),
+    )
+}
+
+/// What the webhook's certificates went through while pods were created.
+#[derive(Debug, Default)]
+struct RotationLog {
+    /// Serial number and issuer of every serving certificate the webhook presented.
+    serving: Vec<(String, String)>,
+    /// Maximum number of CAs that the bundle trusted at once.
+    max_trusted_cas: usize,
+}
+
+impl RotationLog {
+    fn record(&mut self, certs: &CertHandle) {
+        let serving = serial_and_issuer(&certs.serving_cert_der());
+        if self.serving.last() != Some(&serving) {
+            self.serving.push(serving);
+        }
+        let trusted = certs.ca_bundle_pem().matches("BEGIN CERTIFICATE").count();
+        self.max_trusted_cas = self.max_trusted_cas.max(trusted);
+    }
+
+    /// Returns whether the serving certificate was renewed by its CA at least once, was issued
+    /// by at least two CAs, and whether the bundle trusted two CAs at once.
+    fn renewed_and_rolled_over(&self) -> bool {
+        let issuers: std::collections::BTreeSet<_> =
+            self.serving.iter().map(|(_, issuer)| issuer).collect();
+        let renewed_by_same_ca = self
+            .serving
+            .windows(2)
+            .any(|pair| pair[0].1 == pair[1].1 && pair[0].0 != pair[1].0);
+        renewed_by_same_ca && issuers.len() >= 2 && self.max_trusted_cas >= 2
+    }
+}
+
+/// The API server keeps creating pods (failurePolicy Fail) while the webhook renews its serving
+/// certificate and rolls its CA over: every pod is admitted and injected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_fails_no_admission() {
+    // The background check runs every second. It renews the 20 s serving certificate 12 s
+    // before it expires. It starts a rollover of the 60 s CA 45 s before the CA expires, which
+    // is 15 s after the harness started, and 5 s later moves the serving certificate to the
+    // new CA.
+    let harness = Harness::start_with(false, |settings| {
+        settings.serving_validity = Duration::from_secs(20);
+        settings.serving_renew_before = Duration::from_secs(12);
+        settings.ca_validity = Duration::from_secs(60);
+        settings.ca_renew_before = Duration::from_secs(45);
+        settings.bundle_propagation = Duration::from_secs(5);
+        settings.check_interval = Duration::from_secs(1);
+    })
+    .await;
+    harness
+        .ready_artifact("billing", "billing", b"PK\x03\x04billing")
+        .await;
+    let secret_before = read_tls_secret(&harness).await;
+
+    // One pod every 75 ms, each on a task of its own so a slow admission does not slow the
+    // rate. Creation stops 2 s after the rotation has been seen, or after 800 pods.
+    let mut log = RotationLog::default();
+    let mut creations = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(75));
+    let mut rotated_at = None;
+    while creations.len() < 800 {
+        ticker.tick().await;
+        log.record(&harness.certs);
+        if log.renewed_and_rolled_over() {
+            let rotated_at = *rotated_at.get_or_insert_with(tokio::time::Instant::now);
+            if rotated_at.elapsed() >= Duration::from_secs(2) {
+                break;
+            }
+        }
+        let pods = harness.pods();
+        let pod: Pod = serde_json::from_value(pod_json(&["billing"], true, false)).unwrap();
+        creations.push(tokio::spawn(async move {
+            pods.create(&PostParams::default(), &pod).await
+        }));
+    }
+
+    let created = creations.len();
+    let mut failures = Vec::new();
+    for creation in creations {
+        match creation.await.unwrap() {
+            Ok(pod) if env_of(init_container(&pod, "loader")).contains_key("ARTIFACT_URL") => {}
+            Ok(pod) => failures.push(format!("{:?} was not injected", pod.metadata.name)),
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {created} pod creations failed, the first: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(
+        log.renewed_and_rolled_over(),
+        "the certificates did not renew and roll over while {created} pods were created: {log:?}"
+    );
+    let secret_after = read_tls_secret(&harness).await;
+    for key in [certs::TLS_CERT_KEY, certs::CA_CERT_KEY] {
+        assert_ne!(
+            secret_after[key], secret_before[key],
+            "{key} did not change"
+        );
+    }
+    harness.stop().await;
+}
+
+/// Returns the data of the webhook's TLS Secret as text.
+async fn read_tls_secret(harness: &Harness) -> BTreeMap<String, String> {
+    let secret = Api::<Secret>::namespaced(harness.client.clone(), &harness.namespace)
+        .get(certs::DEFAULT_SECRET_NAME)
+        .await
+        .unwrap();
+    secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| (key, String::from_utf8(value.0).unwrap()))
+        .collect()
 }

@@ -164,7 +164,14 @@ pub async fn check(
         .as_ref()
         .and_then(|annotations| annotations.get(ROTATE_ANNOTATION))
         .cloned();
-    if !plan_changes(&mut ring, requested, settings.rotation_interval, now) {
+    let changed = plan_changes(
+        &mut ring,
+        requested,
+        settings.rotation_interval,
+        settings.check_interval,
+        now,
+    );
+    if !changed {
         return Ok(ring);
     }
 
@@ -192,11 +199,13 @@ pub async fn check(
 }
 
 /// Applies an on-demand rotation, a rotation by age and pruning. Returns whether the ring
-/// changed.
+/// changed. `check_interval` is how long a replica may keep signing with a retired key before
+/// it rereads the ring.
 pub fn plan_changes(
     ring: &mut KeyRing,
     requested: Option<String>,
     rotation_interval: Duration,
+    check_interval: Duration,
     now: Timestamp,
 ) -> bool {
     let mut changed = false;
@@ -210,7 +219,7 @@ pub fn plan_changes(
         ring.rotate(&mut rand::rng(), now);
         changed = true;
     }
-    ring.prune(now) || changed
+    ring.prune(now, check_interval) || changed
 }
 
 async fn create(
@@ -289,6 +298,7 @@ mod tests {
     }
 
     const MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
+    const MINUTE: Duration = Duration::from_secs(60);
 
     #[test]
     fn request_rotates_once() {
@@ -298,6 +308,7 @@ mod tests {
             &mut ring,
             Some("1".into()),
             MONTH,
+            MINUTE,
             at(1_800_000_100)
         ));
         assert_ne!(ring.active, first);
@@ -305,12 +316,14 @@ mod tests {
             &mut ring,
             Some("1".into()),
             MONTH,
+            MINUTE,
             at(1_800_000_200)
         ));
         assert!(plan_changes(
             &mut ring,
             Some("2".into()),
             MONTH,
+            MINUTE,
             at(1_800_000_300)
         ));
         assert_eq!(ring.keys.len(), 3);
@@ -323,15 +336,17 @@ mod tests {
             &mut ring,
             None,
             MONTH,
+            MINUTE,
             at(1_800_000_000 + 3600)
         ));
         let rotated_at = 1_800_000_000 + 30 * 24 * 3600;
-        assert!(plan_changes(&mut ring, None, MONTH, at(rotated_at)));
+        assert!(plan_changes(&mut ring, None, MONTH, MINUTE, at(rotated_at)));
         assert_eq!(ring.keys.len(), 2);
         assert!(plan_changes(
             &mut ring,
             None,
             MONTH,
+            MINUTE,
             at(rotated_at + 8 * 24 * 3600)
         ));
         assert_eq!(ring.keys.len(), 1);

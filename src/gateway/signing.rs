@@ -14,6 +14,12 @@
 //!
 //! `read` is the method class of GET and HEAD, so a signature never authorizes another kind of
 //! request. Everything here is pure; [`super::keys`] keeps the ring in a Secret.
+//!
+//! The signer (the webhook) and the verifier (the gateway) may run on nodes whose clocks
+//! differ, so [`verify`] allows [`CLOCK_SKEW`] each way, and both bounds include their last
+//! second. A URL stays valid until `CLOCK_SKEW` after `exp` by the verifier's clock. An `exp`
+//! up to [`MAX_TTL`] plus `CLOCK_SKEW` ahead of the verifier's clock is accepted, so a signer
+//! whose clock runs up to `CLOCK_SKEW` fast can still issue URLs of the maximum lifetime.
 
 use std::{fmt, time::Duration};
 
@@ -150,10 +156,16 @@ impl KeyRing {
         now.duration_since(created).unsigned_abs() >= interval && now > created
     }
 
-    /// Drops retired keys whose last URL has expired: retired longer than [`MAX_TTL`] plus
-    /// [`CLOCK_SKEW`] ago. Returns whether a key was dropped.
-    pub fn prune(&mut self, now: Timestamp) -> bool {
-        let keep_for = MAX_TTL + CLOCK_SKEW;
+    /// Drops retired keys that no URL still accepted by a verifier can name, and returns whether
+    /// a key was dropped.
+    ///
+    /// A replica signs with a retired key until it rereads the ring, up to `signing_lag` after
+    /// the retirement, and its URLs last up to [`MAX_TTL`]. Three allowances of [`CLOCK_SKEW`]
+    /// add up on top: between the clocks of the replica that stamped `retired` and the one that
+    /// prunes, between the signer's and the verifier's clocks, and the verifier's acceptance
+    /// after `exp`. A key is therefore kept for `MAX_TTL + 3 * CLOCK_SKEW + signing_lag`.
+    pub fn prune(&mut self, now: Timestamp, signing_lag: Duration) -> bool {
+        let keep_for = MAX_TTL + 3 * CLOCK_SKEW + signing_lag;
         let before = self.keys.len();
         self.keys.retain(|key| match key.retired {
             None => true,
@@ -404,6 +416,38 @@ mod tests {
         );
     }
 
+    /// Each URL comes from a signer whose clock is off from the verifier's by about
+    /// [`CLOCK_SKEW`]. The accepted window ends exactly at the allowance on both sides.
+    #[test]
+    fn signer_skew_edges_exact() {
+        let verifier_now = at(1_800_000_000);
+        let skew = CLOCK_SKEW.as_secs() as i64;
+        let ring = ring(verifier_now);
+        let ttl = Duration::from_secs(60);
+        // A signer behind the verifier: its URL expired, by the verifier's clock, at most
+        // `skew` seconds ago.
+        for (behind, expected) in [(skew, Ok(())), (skew + 1, Err(Rejection::Expired))] {
+            let signer_now = at(1_800_000_000 - 60 - behind);
+            let signature = sign(&ring, &target(), ttl, signer_now);
+            assert_eq!(
+                verify(&ring, &target(), &signature, verifier_now),
+                expected,
+                "signer {behind} s past the expiry"
+            );
+        }
+        // A signer ahead of the verifier with the longest lifetime: its expiry lies at most
+        // `MAX_TTL + skew` ahead of the verifier's clock.
+        for (ahead, expected) in [(skew, Ok(())), (skew + 1, Err(Rejection::ExpiryTooFar))] {
+            let signer_now = at(1_800_000_000 + ahead);
+            let signature = sign(&ring, &target(), MAX_TTL, signer_now);
+            assert_eq!(
+                verify(&ring, &target(), &signature, verifier_now),
+                expected,
+                "signer {ahead} s ahead"
+            );
+        }
+    }
+
     #[test]
     fn ttl_capped_at_seven_days() {
         let now = at(1_800_000_000);
@@ -445,11 +489,38 @@ mod tests {
         assert_eq!(verify(&ring, &target(), &old, start), Ok(()));
 
         let last_valid = at(1_800_000_000 + 7 * 24 * 3600 + 300);
-        assert!(!ring.prune(last_valid));
+        assert!(!ring.prune(last_valid, Duration::ZERO));
         assert_eq!(verify(&ring, &target(), &old, last_valid), Ok(()));
-        assert!(ring.prune(at(1_800_000_000 + 7 * 24 * 3600 + 301)));
+        assert!(ring.prune(at(1_800_000_000 + 7 * 24 * 3600 + 901), Duration::ZERO));
         assert_eq!(ring.keys.len(), 1);
         ring.validate().unwrap();
+    }
+
+    /// The worst case of [`KeyRing::prune`]: a replica rereads the ring `lag` after the
+    /// rotation, with a clock [`CLOCK_SKEW`] ahead of the verifier's, and the pruning replica's
+    /// clock is `CLOCK_SKEW` ahead of the one that stamped the retirement.
+    #[test]
+    fn retired_key_kept_while_late_urls_verify() {
+        let retired = 1_800_000_000;
+        let skew = CLOCK_SKEW.as_secs() as i64;
+        let max_ttl = MAX_TTL.as_secs() as i64;
+        let lag = Duration::from_secs(60);
+        let mut ring = ring(at(retired - 3600));
+        let stale_ring = ring.clone();
+        ring.rotate(&mut rand::rng(), at(retired));
+
+        let late = sign(&stale_ring, &target(), MAX_TTL, at(retired + 60 + skew));
+        let verifier_last = retired + 60 + 2 * skew + max_ttl;
+        assert_eq!(verify(&ring, &target(), &late, at(verifier_last)), Ok(()));
+        assert_eq!(
+            verify(&ring, &target(), &late, at(verifier_last + 1)),
+            Err(Rejection::Expired)
+        );
+
+        let pruner_clock = verifier_last + skew;
+        assert!(!ring.prune(at(pruner_clock), lag));
+        assert_eq!(verify(&ring, &target(), &late, at(verifier_last)), Ok(()));
+        assert!(ring.prune(at(pruner_clock + 1), lag));
     }
 
     #[test]
