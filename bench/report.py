@@ -29,6 +29,11 @@ def main() -> None:
     size_mib = float(parameters["size_mib"])
     transfer_table(results / "push.json", f"Push of a {size_mib:g} MiB JAR", size_mib)
     transfer_table(results / "pull.json", f"Pull of the {size_mib:g} MiB blob", size_mib)
+    small_kib = int(parameters.get("small_kib", 0))
+    if small_kib:
+        transfer_table(
+            results / "pull-small.json", f"Pull of a {small_kib} KiB JAR", small_kib / 1024
+        )
     admission_table(results / "admission", int(parameters["artifacts"]))
     memory_table(
         results / "memory",

@@ -10,6 +10,8 @@
 # Environment variables set sizes and repetitions:
 #   BENCH_SIZE_MIB     size of the pushed and pulled file (default 256)
 #   BENCH_RUNS         timed runs per push or pull command (default 7)
+#   BENCH_SMALL_KIB    size of the small JAR pulled for per-request cost (default 64)
+#   BENCH_SMALL_RUNS   timed runs per small pull command (default 200)
 #   BENCH_ARTIFACTS    AppArtifacts in the webhook's cache (default 1000)
 #   BENCH_AB_RUNS      ab runs per server and concurrency (default 5)
 #   BENCH_AB_SECONDS   target length of one ab run (default 3)
@@ -28,11 +30,13 @@ if [[ ${1:-} == --quick ]]; then
   : "${BENCH_SIZE_MIB:=16}" "${BENCH_RUNS:=2}" "${BENCH_ARTIFACTS:=50}" "${BENCH_AB_RUNS:=2}"
   : "${BENCH_AB_SECONDS:=1}" "${BENCH_MEMORY_MIB:=64}" "${BENCH_MEMORY_RUNS:=1}"
   : "${BENCH_READY:=20}" "${BENCH_WATCHED:=50}" "${BENCH_READY_RUNS:=2}" "${BENCH_STARTUP_RUNS:=2}"
+  : "${BENCH_SMALL_RUNS:=20}"
 elif [[ $# -gt 0 ]]; then
   die "usage: bench/run.sh [--quick]"
 fi
 : "${BENCH_SIZE_MIB:=256}" "${BENCH_RUNS:=7}" "${BENCH_ARTIFACTS:=1000}" "${BENCH_AB_RUNS:=5}"
 : "${BENCH_AB_SECONDS:=3}" "${BENCH_MEMORY_MIB:=1024}" "${BENCH_MEMORY_RUNS:=3}"
+: "${BENCH_SMALL_KIB:=64}" "${BENCH_SMALL_RUNS:=200}"
 SMALL_MEMORY_MIB=16
 CONCURRENCY_LEVELS=(1 16 64)
 
@@ -92,6 +96,7 @@ wait_for_env_file() {
   printf 'size_mib: %s\nruns: %s\nartifacts: %s\nab_runs: %s\n' \
     "$BENCH_SIZE_MIB" "$BENCH_RUNS" "$BENCH_ARTIFACTS" "$BENCH_AB_RUNS"
   printf 'memory_small_mib: %s\nmemory_large_mib: %s\n' "$SMALL_MEMORY_MIB" "$BENCH_MEMORY_MIB"
+  printf 'small_kib: %s\n' "$BENCH_SMALL_KIB"
 } >"$RESULTS/parameters.txt"
 
 # The file pushed and pulled: a local file header signature, then random bytes, which are as
@@ -102,6 +107,15 @@ JAR="$WORK/app.jar"
   head -c $((BENCH_SIZE_MIB * 1024 * 1024 - 4)) /dev/urandom
 } >"$JAR"
 sha256sum "$JAR" >"$JAR.sha256"
+
+# A small JAR, for the fixed cost of one download: a real ZIP with one stored entry.
+SMALL_JAR="$WORK/small.jar"
+python3 - "$SMALL_JAR" "$BENCH_SMALL_KIB" <<'EOF'
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_STORED) as jar:
+    jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
+    jar.writestr("app/Data.bin", os.urandom(int(sys.argv[2]) * 1024))
+EOF
 
 export TESTENV_CA_FILE TESTENV_DISTRIBUTION_HOST TESTENV_DISTRIBUTION_USERNAME TESTENV_DISTRIBUTION_PASSWORD
 export TESTENV_KUBECTL TESTENV_KUBECONFIG BENCH_READY BENCH_WATCHED BENCH_READY_RUNS BENCH_STARTUP_RUNS
@@ -153,6 +167,20 @@ hyperfine --export-json "$RESULTS/pull.json" \
   'curl -fsS --http1.1 --noproxy "*" --cacert "$TESTENV_CA_FILE" -u "$TESTENV_DISTRIBUTION_USERNAME:$TESTENV_DISTRIBUTION_PASSWORD" "$BLOB_URL" | openssl dgst -sha256 >/dev/null' \
   -n 'oras pull' \
   'rm -rf "$PULL_DIR/oras" && '"$TESTENV_ORAS"' pull --no-tty --ca-file "$TESTENV_CA_FILE" -u "$TESTENV_DISTRIBUTION_USERNAME" -p "$TESTENV_DISTRIBUTION_PASSWORD" -o "$PULL_DIR/oras" "$ORAS_REF" >/dev/null'
+stop_servers
+
+log "pull: a $BENCH_SMALL_KIB KiB JAR, $BENCH_SMALL_RUNS runs"
+"$EXAMPLES/bench_gateway" --file "$SMALL_JAR" --output "$WORK/gateway-small.env" 2>"$RESULTS/gateway-small.log" &
+server_pids+=($!)
+wait_for_env_file "$WORK/gateway-small.env" "$!" "$RESULTS/gateway-small.log"
+# shellcheck source=/dev/null
+source "$WORK/gateway-small.env"
+export GATEWAY_URL BLOB_URL
+"$HYPERFINE" --style basic --warmup 10 --runs "$BENCH_SMALL_RUNS" --export-json "$RESULTS/pull-small.json" \
+  -n 'ours: gateway, curl to /dev/null' \
+  'curl -fsS --noproxy "*" -o /dev/null "$GATEWAY_URL"' \
+  -n 'registry: curl --http1.1 to /dev/null' \
+  'curl -fsS --http1.1 --noproxy "*" --cacert "$TESTENV_CA_FILE" -u "$TESTENV_DISTRIBUTION_USERNAME:$TESTENV_DISTRIBUTION_PASSWORD" -o /dev/null "$BLOB_URL"'
 stop_servers
 rm -rf "$PULL_DIR"
 
