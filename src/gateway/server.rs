@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     body::Body,
-    extract::{Path, Query, State},
+    extract::{Path, RawQuery, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, put},
@@ -98,23 +98,49 @@ pub async fn serve(
         .await
 }
 
-/// Query of a signed URL. Every field is optional here so that a missing one is reported as a
-/// malformed signature instead of axum's generic rejection.
-#[derive(Debug, serde::Deserialize)]
-struct SignatureQuery {
-    kid: Option<String>,
-    exp: Option<String>,
-    sig: Option<String>,
-}
+/// What a client is told to do about a URL that fails the signature check.
+const NEW_URL_HINT: &str = "use the URL exactly as the webhook injected it, or recreate the pod \
+                            to have a new one signed";
 
-impl SignatureQuery {
-    fn parse(self) -> Option<UrlSignature> {
-        Some(UrlSignature {
-            kid: self.kid?,
-            exp: self.exp?.parse().ok()?,
-            sig: self.sig?,
-        })
+/// Reads `kid`, `exp` and `sig` from a signed URL's query.
+///
+/// The query is parsed by hand instead of with axum's `Query`, whose rejection of a repeated
+/// parameter is a plain-text 400 that names no fix. Every problem here is a 403
+/// `malformed_signature` whose message names the parameter. A repeated parameter is refused
+/// rather than resolved, because two values leave it open which one the signer meant.
+fn parse_signature(query: Option<&str>) -> Result<UrlSignature, Refusal> {
+    let malformed = |problem: String| {
+        Refusal::new(
+            StatusCode::FORBIDDEN,
+            Rejection::Malformed.code(),
+            format!("{problem}; {NEW_URL_HINT}"),
+        )
+    };
+    let mut values: [(&str, Option<String>); 3] = [("kid", None), ("exp", None), ("sig", None)];
+    let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes());
+    for (name, value) in pairs {
+        let Some((_, slot)) = values.iter_mut().find(|(known, _)| *known == name) else {
+            continue;
+        };
+        if slot.is_some() {
+            return Err(malformed(format!(
+                "the URL has the {name} parameter more than once"
+            )));
+        }
+        *slot = Some(value.into_owned());
     }
+    let [(_, kid), (_, exp), (_, sig)] = values;
+    let missing = |name: &str| malformed(format!("the URL's {name} parameter is missing"));
+    let exp = exp.ok_or_else(|| missing("exp"))?;
+    Ok(UrlSignature {
+        kid: kid.ok_or_else(|| missing("kid"))?,
+        exp: exp.parse().map_err(|_| {
+            malformed(format!(
+                "the URL's exp parameter {exp:?} is not an expiry in Unix seconds"
+            ))
+        })?,
+        sig: sig.ok_or_else(|| missing("sig"))?,
+    })
 }
 
 /// Body of every error response: a stable reason code and a sentence for humans.
@@ -164,7 +190,7 @@ async fn serve_artifact(
     State(state): State<Arc<GatewayState>>,
     method: Method,
     Path((namespace, name, digest)): Path<(String, String, String)>,
-    Query(query): Query<SignatureQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let target = UrlTarget {
@@ -191,20 +217,25 @@ async fn respond(
     state: &GatewayState,
     method: &Method,
     target: &UrlTarget<'_>,
-    query: SignatureQuery,
+    query: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Response, Refusal> {
-    let signature = query
-        .parse()
-        .ok_or_else(|| rejection(Rejection::Malformed))?;
-    signing::verify(&state.keys.get(), target, &signature, Timestamp::now()).map_err(rejection)?;
+    let signature = parse_signature(query.as_deref())?;
+    signing::verify(&state.keys.get(), target, &signature, Timestamp::now())
+        .map_err(|error| rejection(error, &signature))?;
 
     let artifact = current_artifact(&state.artifacts, target)?;
     let content = ContentSummary {
-        digest: target
-            .digest
-            .parse::<Digest>()
-            .map_err(|_| rejection(Rejection::Malformed))?,
+        digest: target.digest.parse::<Digest>().map_err(|_| {
+            Refusal::new(
+                StatusCode::FORBIDDEN,
+                Rejection::Malformed.code(),
+                format!(
+                    "the URL's digest {:?} is not sha256: and 64 hex digits; {NEW_URL_HINT}",
+                    target.digest
+                ),
+            )
+        })?,
         size: u64::try_from(artifact.size).unwrap_or(0),
     };
     let range = range::parse(
@@ -303,13 +334,31 @@ async fn respond(
     Ok(response)
 }
 
-fn rejection(rejection: Rejection) -> Refusal {
+/// Turns a failed verification into its refusal. The message may repeat what the URL says
+/// (`kid`, `exp`), never anything of the key ring.
+fn rejection(rejection: Rejection, signature: &UrlSignature) -> Refusal {
     let message = match rejection {
-        Rejection::Malformed => "the URL's kid, exp or sig parameter is missing or malformed",
-        Rejection::UnknownKey => "the URL was signed with a key the gateway no longer knows",
-        Rejection::Expired => "the URL has expired; request a new one",
-        Rejection::ExpiryTooFar => "the URL's expiry is further ahead than the maximum lifetime",
-        Rejection::InvalidSignature => "the URL's signature does not match",
+        Rejection::Malformed => {
+            format!("the URL's sig parameter is not unpadded base64url; {NEW_URL_HINT}")
+        }
+        Rejection::UnknownKey => format!(
+            "the URL was signed with key {:?}, which the gateway no longer knows; {NEW_URL_HINT}",
+            signature.kid
+        ),
+        Rejection::Expired => format!(
+            "the URL expired at exp={}; recreate the pod to have a new one signed",
+            signature.exp
+        ),
+        Rejection::ExpiryTooFar => format!(
+            "the URL's expiry exp={} lies further ahead than the maximum lifetime of {} days; \
+             {NEW_URL_HINT}",
+            signature.exp,
+            signing::MAX_TTL.as_secs() / 86_400
+        ),
+        Rejection::InvalidSignature => format!(
+            "the URL's signature does not match its namespace, name, digest and expiry; \
+             {NEW_URL_HINT}"
+        ),
     };
     Refusal::new(StatusCode::FORBIDDEN, rejection.code(), message)
 }
