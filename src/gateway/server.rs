@@ -98,7 +98,7 @@ pub async fn serve(
         .await
 }
 
-/// What a client is told to do about a URL that fails the signature check.
+/// Fix offered to a client whose URL fails the signature check.
 const NEW_URL_HINT: &str = "use the URL exactly as the webhook injected it, or recreate the pod \
                             to have a new one signed";
 
@@ -334,16 +334,17 @@ async fn respond(
     Ok(response)
 }
 
-/// Turns a failed verification into its refusal. The message may repeat what the URL says
-/// (`kid`, `exp`), never anything of the key ring.
+/// Turns a failed verification into its refusal. The message may repeat the URL's `exp`, and
+/// never a key id: a key id that the client sent may embed one of the ring's.
 fn rejection(rejection: Rejection, signature: &UrlSignature) -> Refusal {
     let message = match rejection {
         Rejection::Malformed => {
             format!("the URL's sig parameter is not unpadded base64url; {NEW_URL_HINT}")
         }
         Rejection::UnknownKey => format!(
-            "the URL was signed with key {:?}, which the gateway no longer knows; {NEW_URL_HINT}",
-            signature.kid
+            "the URL's kid names no key the gateway knows, for example a key retired more than \
+             {} days ago; {NEW_URL_HINT}",
+            signing::MAX_TTL.as_secs() / 86_400
         ),
         Rejection::Expired => format!(
             "the URL expired at exp={}; recreate the pod to have a new one signed",
