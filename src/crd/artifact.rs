@@ -10,7 +10,7 @@ pub const COMPONENT_PATTERN: &str = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$";
 /// Maximum length of `tenantId` and `appId`.
 pub const COMPONENT_MAX_LENGTH: u32 = 63;
 /// Pattern of `version`, chosen so that `v{version}` is a valid OCI tag and `{version}.jar` a
-/// plain file name: a rule of the schema also refuses `..`, as `oci::coordinates` does.
+/// plain file name: a rule of the schema also rejects `..`, as `oci::coordinates` does.
 pub const VERSION_PATTERN: &str = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$";
 /// Maximum length of `version`: an OCI tag has at most 128 characters, one of them the `v`.
 pub const VERSION_MAX_LENGTH: u32 = 127;

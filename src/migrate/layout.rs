@@ -61,7 +61,7 @@ pub enum Rejection {
     Special,
 
     /// A version file whose content does not start like a JAR. The artifact controller and the
-    /// upload API refuse such content, so the migration must not store it as a JAR either.
+    /// upload API reject such content, so the migration must not store it as a JAR either.
     #[error("{0}; replace the file with the application's JAR or move it out of the store")]
     NotZip(ContentError),
 
