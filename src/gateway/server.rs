@@ -19,7 +19,7 @@ use axum::{
     Json, Router,
     body::Body,
     extract::{Path, RawQuery, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::{get, put},
 };
@@ -65,7 +65,45 @@ pub fn router(state: Arc<GatewayState>) -> Router {
             get(serve_artifact),
         )
         .route(upload::ROUTE, put(upload::receive_upload))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// Refuses a request for a path without a route with the JSON body of every other refusal,
+/// instead of axum's empty 404.
+async fn route_not_found(
+    State(state): State<Arc<GatewayState>>,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    unknown_request(&state, StatusCode::NOT_FOUND, "not_found", &method, &uri)
+}
+
+/// Refuses a request with a method its route does not serve, instead of axum's empty 405.
+async fn method_not_allowed(
+    State(state): State<Arc<GatewayState>>,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    let status = StatusCode::METHOD_NOT_ALLOWED;
+    unknown_request(&state, status, "method_not_allowed", &method, &uri)
+}
+
+fn unknown_request(
+    state: &GatewayState,
+    status: StatusCode,
+    reason: &'static str,
+    method: &Method,
+    uri: &Uri,
+) -> Response {
+    let message = format!(
+        "the gateway serves no {method} {}; it serves GET and HEAD \
+         /v1/artifacts/{{namespace}}/{{name}}/{{digest}} with a signed query, and PUT \
+         /v1/uploads/{{namespace}}/{{name}}",
+        uri.path()
+    );
+    refusal_response(&state.metrics, Refusal::new(status, reason, message))
 }
 
 /// Starts a reflector of AppArtifacts (in `namespace`, or all namespaces) and waits until its
