@@ -605,6 +605,10 @@ enum Tamper {
     OverflowExp,
     /// The name `..`, percent-encoded so that no client normalizes it away.
     EncodedDotDotName,
+    /// The path without its digest segment.
+    NoDigest,
+    /// A valid URL sent with `POST`.
+    PostMethod,
 }
 
 struct UrlRow {
@@ -726,6 +730,23 @@ fn url_rows() -> Vec<UrlRow> {
             &["exp", "99999999999999999999999"],
         ),
         url_row(
+            "path-without-digest",
+            Tamper::NoDigest,
+            404,
+            "not_found",
+            &[
+                "serves no GET /v1/artifacts/",
+                "/v1/artifacts/{namespace}/{name}/{digest}",
+            ],
+        ),
+        url_row(
+            "post-to-signed-url",
+            Tamper::PostMethod,
+            405,
+            "method_not_allowed",
+            &["serves no POST /v1/artifacts/", "GET and HEAD"],
+        ),
+        url_row(
             "encoded-dot-dot-name",
             Tamper::EncodedDotDotName,
             forbidden,
@@ -797,7 +818,8 @@ impl GatewayWorld {
         (path.to_owned(), query.to_owned())
     }
 
-    fn hostile_url(&self, tamper: Tamper) -> String {
+    /// Returns the method and the target (path and query) of the row's request.
+    fn hostile_request(&self, tamper: Tamper) -> (&'static str, String) {
         let namespace = self.tenant.namespace.as_str();
         let (billing, ledger) = (&self.digests["billing"], &self.digests["ledger"]);
         let now = Timestamp::now();
@@ -841,8 +863,13 @@ impl GatewayWorld {
             Tamper::EncodedDotDotName => {
                 (billing_path.replace("/billing/", "/%2e%2e/"), query.clone())
             }
+            Tamper::NoDigest => (
+                billing_path.replace(&format!("/{billing}"), ""),
+                query.clone(),
+            ),
+            Tamper::PostMethod => return ("POST", format!("{path}?{query}")),
         };
-        format!("{path}?{query}")
+        ("GET", format!("{path}?{query}"))
     }
 
     /// Resource versions of both AppArtifacts and manifest digests of both tags.
@@ -867,8 +894,8 @@ async fn hostile_signed_urls_refused_by_gateway() {
 
     let mut tally = Tally::new("signed URLs");
     for row in url_rows() {
-        let target = world.hostile_url(row.tamper);
-        let result = raw_request(&world.base_url, "GET", &target, &[], b"")
+        let (method, target) = world.hostile_request(row.tamper);
+        let result = raw_request(&world.base_url, method, &target, &[], b"")
             .await
             .and_then(|response| {
                 let observed = check_refusal(&response, row.status, row.reason, &row.message)?;
