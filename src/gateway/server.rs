@@ -70,7 +70,7 @@ pub fn router(state: Arc<GatewayState>) -> Router {
         .with_state(state)
 }
 
-/// Refuses a request for a path without a route with the JSON body of every other refusal,
+/// Rejects a request for a path without a route with the JSON body of every other refusal,
 /// instead of axum's empty 404.
 async fn route_not_found(
     State(state): State<Arc<GatewayState>>,
@@ -80,7 +80,7 @@ async fn route_not_found(
     unknown_request(&state, StatusCode::NOT_FOUND, "not_found", &method, &uri)
 }
 
-/// Refuses a request with a method its route does not serve, instead of axum's empty 405.
+/// Rejects a request with a method its route does not serve, instead of axum's empty 405.
 async fn method_not_allowed(
     State(state): State<Arc<GatewayState>>,
     method: Method,
