@@ -23,10 +23,16 @@ pub enum ContentError {
     )]
     NotZip { actual: Vec<u8> },
     /// The content grew past the size limit while it was read.
-    #[error("content is larger than the limit of {max_size} bytes")]
+    #[error(
+        "content is larger than the limit of {max_size} bytes; raise spec.sources.maxArtifactSize \
+         of the ArtifactRegistry or use a smaller JAR"
+    )]
     TooLarge { max_size: u64 },
     /// The server declared a length above the size limit.
-    #[error("declared Content-Length {declared} is larger than the limit of {max_size} bytes")]
+    #[error(
+        "declared Content-Length {declared} is larger than the limit of {max_size} bytes; raise \
+         spec.sources.maxArtifactSize of the ArtifactRegistry or use a smaller JAR"
+    )]
     DeclaredTooLarge { max_size: u64, declared: u64 },
     /// The digest of the complete content differs from the pinned SHA-256.
     #[error("sha256 mismatch: expected {}, got {}", expected.hex(), actual.hex())]
@@ -40,6 +46,23 @@ fn format_prefix(prefix: &[u8]) -> String {
         length if length < 4 => format!("only {length} bytes: {}", hex.join(" ")),
         _ => hex.join(" "),
     }
+}
+
+/// Formats a reqwest error followed by its causes. Its own message is often only "error
+/// decoding response body", while a cause says what happened, such as a body that ended before
+/// its Content-Length.
+fn with_causes(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(current) = cause {
+        let cause_text = current.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        cause = current.source();
+    }
+    text
 }
 
 /// Failure to read a JAR from a source.
@@ -95,14 +118,14 @@ pub enum SourceError {
     #[error("GET {url} timed out")]
     Timeout { url: String },
     /// The request failed in transport (connection refused or reset, TLS handshake).
-    #[error("GET {url} failed: {source}")]
+    #[error("GET {url} failed: {}", with_causes(.source))]
     Request {
         url: String,
         #[source]
         source: reqwest::Error,
     },
     /// Reading the response body failed after the status arrived.
-    #[error("reading the response body of {url} failed: {source}")]
+    #[error("reading the response body of {url} failed: {}", with_causes(.source))]
     Body {
         url: String,
         #[source]

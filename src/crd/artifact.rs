@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 pub const COMPONENT_PATTERN: &str = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$";
 /// Maximum length of `tenantId` and `appId`.
 pub const COMPONENT_MAX_LENGTH: u32 = 63;
-/// Pattern of `version`, chosen so that `v{version}` is a valid OCI tag.
-pub const VERSION_PATTERN: &str = r"^[a-zA-Z0-9_][a-zA-Z0-9._-]*$";
+/// Pattern of `version`, chosen so that `v{version}` is a valid OCI tag and `{version}.jar` a
+/// plain file name: a rule of the schema also rejects `..`, as `oci::coordinates` does.
+pub const VERSION_PATTERN: &str = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$";
 /// Maximum length of `version`: an OCI tag has at most 128 characters, one of them the `v`.
 pub const VERSION_MAX_LENGTH: u32 = 127;
 
@@ -55,11 +56,15 @@ pub struct AppArtifactSpec {
 
     /// Version of the application. The artifact is tagged `v{version}`, and a pushed version is
     /// never overwritten. Immutable.
+    // The schema mirrors `oci::coordinates::validate_version`, so that the apiserver rejects
+    // every version the controller would stall on: a leading '_' passes the OCI tag grammar but
+    // not that rule, and `..` would make `{version}.jar` an unsafe file name.
     #[schemars(
         length(min = 1, max = 127),
-        regex(pattern = r"^[a-zA-Z0-9_][a-zA-Z0-9._-]*$")
+        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")
     )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("version is immutable; create a new AppArtifact for a new version"))]
+    #[x_kube(validation = Rule::new("!self.contains('..')").message("version must not contain '..'; use single dots between its parts, such as 1.2.3"))]
     pub version: String,
 
     /// File name recorded in the artifact and offered to loaders. Defaults to

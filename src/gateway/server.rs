@@ -18,8 +18,8 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     Json, Router,
     body::Body,
-    extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    extract::{Path, RawQuery, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::{get, put},
 };
@@ -68,7 +68,45 @@ pub fn router(state: Arc<GatewayState>) -> Router {
             get(serve_artifact),
         )
         .route(upload::ROUTE, put(upload::receive_upload))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// Rejects a request for a path without a route with the JSON body of every other refusal,
+/// instead of axum's empty 404.
+async fn route_not_found(
+    State(state): State<Arc<GatewayState>>,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    unknown_request(&state, StatusCode::NOT_FOUND, "not_found", &method, &uri)
+}
+
+/// Rejects a request with a method its route does not serve, instead of axum's empty 405.
+async fn method_not_allowed(
+    State(state): State<Arc<GatewayState>>,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    let status = StatusCode::METHOD_NOT_ALLOWED;
+    unknown_request(&state, status, "method_not_allowed", &method, &uri)
+}
+
+fn unknown_request(
+    state: &GatewayState,
+    status: StatusCode,
+    reason: &'static str,
+    method: &Method,
+    uri: &Uri,
+) -> Response {
+    let message = format!(
+        "the gateway serves no {method} {}; it serves GET and HEAD \
+         /v1/artifacts/{{namespace}}/{{name}}/{{digest}} with a signed query, and PUT \
+         /v1/uploads/{{namespace}}/{{name}}",
+        uri.path()
+    );
+    refusal_response(&state.metrics, Refusal::new(status, reason, message))
 }
 
 /// Starts a reflector of AppArtifacts (in `namespace`, or all namespaces) and waits until its
@@ -101,23 +139,50 @@ pub async fn serve(
         .await
 }
 
-/// Query of a signed URL. Every field is optional here so that a missing one is reported as a
-/// malformed signature instead of axum's generic rejection.
-#[derive(Debug, serde::Deserialize)]
-struct SignatureQuery {
-    kid: Option<String>,
-    exp: Option<String>,
-    sig: Option<String>,
-}
+/// Fix offered to a client whose URL fails the signature check.
+const NEW_URL_HINT: &str = "use the URL exactly as the webhook injected it, or recreate the pod \
+                            to have a new one signed";
 
-impl SignatureQuery {
-    fn parse(self) -> Option<UrlSignature> {
-        Some(UrlSignature {
-            kid: self.kid?,
-            exp: signing::parse_expiry(&self.exp?)?,
-            sig: self.sig?,
-        })
+/// Reads `kid`, `exp` and `sig` from a signed URL's query.
+///
+/// The query is parsed by hand instead of with axum's `Query`, whose rejection of a repeated
+/// parameter is a plain-text 400 that names no fix. Every problem here is a 403
+/// `malformed_signature` whose message names the parameter. A repeated parameter is refused
+/// rather than resolved, because two values leave it open which one the signer meant.
+fn parse_signature(query: Option<&str>) -> Result<UrlSignature, Refusal> {
+    let malformed = |problem: String| {
+        Refusal::new(
+            StatusCode::FORBIDDEN,
+            Rejection::Malformed.code(),
+            format!("{problem}; {NEW_URL_HINT}"),
+        )
+    };
+    let mut values: [(&str, Option<String>); 3] = [("kid", None), ("exp", None), ("sig", None)];
+    let pairs = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes());
+    for (name, value) in pairs {
+        let Some((_, slot)) = values.iter_mut().find(|(known, _)| *known == name) else {
+            continue;
+        };
+        if slot.is_some() {
+            return Err(malformed(format!(
+                "the URL has the {name} parameter more than once"
+            )));
+        }
+        *slot = Some(value.into_owned());
     }
+    let [(_, kid), (_, exp), (_, sig)] = values;
+    let missing = |name: &str| malformed(format!("the URL's {name} parameter is missing"));
+    let exp = exp.ok_or_else(|| missing("exp"))?;
+    Ok(UrlSignature {
+        kid: kid.ok_or_else(|| missing("kid"))?,
+        exp: signing::parse_expiry(&exp).ok_or_else(|| {
+            malformed(format!(
+                "the URL's exp parameter {exp:?} is not an expiry in Unix seconds (digits only, \
+                 no sign or leading zero)"
+            ))
+        })?,
+        sig: sig.ok_or_else(|| missing("sig"))?,
+    })
 }
 
 /// Body of every error response: a stable reason code and a sentence for humans.
@@ -167,7 +232,7 @@ async fn serve_artifact(
     State(state): State<Arc<GatewayState>>,
     method: Method,
     Path((namespace, name, digest)): Path<(String, String, String)>,
-    Query(query): Query<SignatureQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     let target = UrlTarget {
@@ -194,20 +259,25 @@ async fn respond(
     state: &GatewayState,
     method: &Method,
     target: &UrlTarget<'_>,
-    query: SignatureQuery,
+    query: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Response, Refusal> {
-    let signature = query
-        .parse()
-        .ok_or_else(|| rejection(Rejection::Malformed))?;
-    signing::verify(&state.keys.get(), target, &signature, Timestamp::now()).map_err(rejection)?;
+    let signature = parse_signature(query.as_deref())?;
+    signing::verify(&state.keys.get(), target, &signature, Timestamp::now())
+        .map_err(|error| rejection(error, &signature))?;
 
     let artifact = current_artifact(&state.artifacts, target)?;
     let content = ContentSummary {
-        digest: target
-            .digest
-            .parse::<Digest>()
-            .map_err(|_| rejection(Rejection::Malformed))?,
+        digest: target.digest.parse::<Digest>().map_err(|_| {
+            Refusal::new(
+                StatusCode::FORBIDDEN,
+                Rejection::Malformed.code(),
+                format!(
+                    "the URL's digest {:?} is not sha256: and 64 hex digits; {NEW_URL_HINT}",
+                    target.digest
+                ),
+            )
+        })?,
         size: u64::try_from(artifact.size).unwrap_or(0),
     };
     let range = range::parse(
@@ -299,13 +369,32 @@ async fn respond(
     Ok(response)
 }
 
-fn rejection(rejection: Rejection) -> Refusal {
+/// Turns a failed verification into its refusal. The message may repeat the URL's `exp`, and
+/// never a key id: a key id that the client sent may embed one of the ring's.
+fn rejection(rejection: Rejection, signature: &UrlSignature) -> Refusal {
     let message = match rejection {
-        Rejection::Malformed => "the URL's kid, exp or sig parameter is missing or malformed",
-        Rejection::UnknownKey => "the URL was signed with a key the gateway no longer knows",
-        Rejection::Expired => "the URL has expired; request a new one",
-        Rejection::ExpiryTooFar => "the URL's expiry is further ahead than the maximum lifetime",
-        Rejection::InvalidSignature => "the URL's signature does not match",
+        Rejection::Malformed => {
+            format!("the URL's sig parameter is not unpadded base64url; {NEW_URL_HINT}")
+        }
+        Rejection::UnknownKey => format!(
+            "the URL's kid names no key the gateway knows, for example a key retired more than \
+             {} days ago; {NEW_URL_HINT}",
+            signing::MAX_TTL.as_secs() / 86_400
+        ),
+        Rejection::Expired => format!(
+            "the URL expired at exp={}; recreate the pod to have a new one signed",
+            signature.exp
+        ),
+        Rejection::ExpiryTooFar => format!(
+            "the URL's expiry exp={} lies further ahead than the maximum lifetime of {} days; \
+             {NEW_URL_HINT}",
+            signature.exp,
+            signing::MAX_TTL.as_secs() / 86_400
+        ),
+        Rejection::InvalidSignature => format!(
+            "the URL's signature does not match its namespace, name, digest and expiry; \
+             {NEW_URL_HINT}"
+        ),
     };
     Refusal::new(StatusCode::FORBIDDEN, rejection.code(), message)
 }

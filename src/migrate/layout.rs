@@ -4,7 +4,10 @@
 
 use std::{collections::BTreeSet, ffi::OsStr, path::PathBuf};
 
-use crate::oci::{ArtifactCoordinates, InvalidCoordinates};
+use crate::{
+    artifact::error::ContentError,
+    oci::{ArtifactCoordinates, InvalidCoordinates},
+};
 
 /// Depth of version files below the root: tenant directories are at depth 1, application
 /// directories at depth 2.
@@ -57,16 +60,21 @@ pub enum Rejection {
     #[error("not a regular file or directory (a FIFO, socket or device)")]
     Special,
 
+    /// A version file whose content does not start like a JAR. The artifact controller and the
+    /// upload API reject such content, so the migration must not store it as a JAR either.
+    #[error("{0}; replace the file with the application's JAR or move it out of the store")]
+    NotZip(ContentError),
+
     #[error("unreadable: {reason}")]
     Unreadable { reason: String },
 }
 
 impl Rejection {
     /// Returns whether the rejected path counts as a failed artifact, because it may contain
-    /// a version that was not migrated. Other rejected paths are reported and do not fail the
+    /// a version that was not migrated (unreadable) or is one (not a ZIP). Other rejected paths are reported and do not fail the
     /// run, because stores often contain unrelated files.
     pub fn is_failure(&self) -> bool {
-        matches!(self, Rejection::Unreadable { .. })
+        matches!(self, Rejection::Unreadable { .. } | Rejection::NotZip(_))
     }
 
     /// Short, stable label for the kind of rejection, used in reports.
@@ -80,6 +88,7 @@ impl Rejection {
             Rejection::InvalidCoordinates(_) => "invalid_coordinates",
             Rejection::SymlinkOutsideRoot { .. } => "symlink_outside_root",
             Rejection::Special => "special_file",
+            Rejection::NotZip(_) => "not_zip",
             Rejection::Unreadable { .. } => "unreadable",
         }
     }

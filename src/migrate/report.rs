@@ -567,8 +567,25 @@ fn section<'a, T: 'a>(
     }
     let _ = writeln!(text, "{title}");
     for item in lines {
-        let _ = writeln!(text, "  {item}");
+        let _ = writeln!(text, "  {}", escape_control_characters(&item));
     }
+}
+
+/// Escapes control characters such as `\n` in a line of the summary, so that a file name in the
+/// source store cannot break the line or forge another one.
+fn escape_control_characters(line: &str) -> String {
+    if !line.chars().any(char::is_control) {
+        return line.to_owned();
+    }
+    line.chars()
+        .map(|character| {
+            if character.is_control() {
+                character.escape_default().to_string()
+            } else {
+                character.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `reference  path`, or the reference alone for a version without a source file.

@@ -16,7 +16,10 @@ use super::{
     MigrateError,
     layout::{DepthRule, EntryKind, Rejection, VERSION_DEPTH, VersionFile, classify_version_file},
 };
-use crate::oci::ArtifactCoordinates;
+use crate::{
+    artifact::{checks::ZIP_SIGNATURE, error::ContentError},
+    oci::ArtifactCoordinates,
+};
 
 /// A version found in the source store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,12 +159,15 @@ impl Walker {
 
     fn add_version_file(&mut self, entry: &Entry, classified: VersionFile) {
         match classified {
-            VersionFile::Version(coordinates) => self.scan.artifacts.push(SourceArtifact {
-                coordinates,
-                path: entry.path.clone(),
-                read_path: entry.read_path.clone(),
-                size: entry.size,
-            }),
+            VersionFile::Version(coordinates) => match zip_signature_check(&entry.read_path) {
+                Ok(()) => self.scan.artifacts.push(SourceArtifact {
+                    coordinates,
+                    path: entry.path.clone(),
+                    read_path: entry.read_path.clone(),
+                    size: entry.size,
+                }),
+                Err(rejection) => self.reject(entry.path.clone(), rejection),
+            },
             VersionFile::Checksum => {}
             VersionFile::Rejected(rejection) => self.reject(entry.path.clone(), rejection),
         }
@@ -203,6 +209,26 @@ impl Walker {
 
     fn reject(&mut self, path: PathBuf, rejection: Rejection) {
         self.scan.rejected.push(RejectedPath { path, rejection });
+    }
+}
+
+/// Reads the first bytes of a version file and rejects it unless they are the ZIP signature
+/// that starts every JAR, so that an HTML error page or an empty file saved as `{version}.jar`
+/// is reported instead of pushed.
+fn zip_signature_check(path: &Path) -> Result<(), Rejection> {
+    use std::io::Read as _;
+
+    let mut prefix = Vec::with_capacity(ZIP_SIGNATURE.len());
+    fs::File::open(path)
+        .and_then(|file| {
+            file.take(ZIP_SIGNATURE.len() as u64)
+                .read_to_end(&mut prefix)
+        })
+        .map_err(|error| unreadable(&error))?;
+    if prefix == ZIP_SIGNATURE {
+        Ok(())
+    } else {
+        Err(Rejection::NotZip(ContentError::NotZip { actual: prefix }))
     }
 }
 
@@ -282,6 +308,24 @@ mod tests {
             "invalid_coordinates"
         );
         assert_eq!(scan.rejected.len(), 4);
+    }
+
+    #[test]
+    fn version_files_without_zip_signature_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "acme/billing/1.0.jar", b"<html>login</html>");
+        write(root, "acme/billing/2.0.jar", b"");
+        write(root, "acme/billing/3.0.jar", b"PK\x03\x04");
+
+        let scan = scan(root).unwrap();
+        assert_eq!(scan.artifacts.len(), 1);
+        let html = rejection_of(&scan, root, "acme/billing/1.0.jar");
+        assert_eq!(html.label(), "not_zip");
+        assert!(html.is_failure());
+        assert!(html.to_string().contains("found 3c 68 74 6d"), "{html}");
+        let empty = rejection_of(&scan, root, "acme/billing/2.0.jar");
+        assert!(empty.to_string().contains("empty content"), "{empty}");
     }
 
     #[test]
