@@ -270,7 +270,7 @@ async fn signer_clock_skew_edges() {
         (
             "signer behind: expired skew + 10 s ago",
             harness.url_at(short, now - (short + skew + margin)),
-            Some(("expired", "the URL has expired")),
+            Some(("expired", "the URL expired at exp=")),
         ),
         (
             "signer ahead by skew - 10 s, longest lifetime",
