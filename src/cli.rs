@@ -145,7 +145,7 @@ pub struct RunArgs {
     )]
     pub webhook_listen: std::net::SocketAddr,
 
-    /// Who issues the webhook's serving certificate. `self-managed`: the operator keeps its
+    /// Issuer of the webhook's serving certificate. `self-managed`: the operator keeps its
     /// own CA and the certificate in --webhook-tls-secret, renews them, and writes the CA
     /// bundle into the caBundle of --webhook-configuration. `external`: another component,
     /// such as cert-manager, writes tls.crt, tls.key and optionally ca.crt into
@@ -213,7 +213,7 @@ pub struct RunArgs {
     pub pod_name: Option<String>,
 }
 
-/// Who issues the webhook's serving certificate.
+/// Issuer of the webhook's serving certificate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum WebhookCertificates {
     /// The operator's own CA, kept and rotated in the webhook TLS Secret.

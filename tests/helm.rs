@@ -82,13 +82,16 @@ fn chart_crds_match_generated() {
 #[test]
 fn chart_passes_strict_lint() {
     let env = TestEnv::load();
-    let output = run(Command::new(env.var("TESTENV_HELM"))
-        .args(["lint", "--strict"])
-        .arg(chart_dir()));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("0 chart(s) failed"), "{stdout}");
-    assert!(!stdout.contains("[WARNING]"), "{stdout}");
-    assert!(!stdout.contains("[ERROR]"), "{stdout}");
+    for values in [&[][..], &["--set", "certManager.enabled=true"]] {
+        let output = run(Command::new(env.var("TESTENV_HELM"))
+            .args(["lint", "--strict"])
+            .arg(chart_dir())
+            .args(values));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("0 chart(s) failed"), "{values:?}: {stdout}");
+        assert!(!stdout.contains("[WARNING]"), "{values:?}: {stdout}");
+        assert!(!stdout.contains("[ERROR]"), "{values:?}: {stdout}");
+    }
 }
 
 #[test]
@@ -296,22 +299,112 @@ fn service_monitor_renders() {
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
 }
 
-/// The operator cannot serve a certificate issued by cert-manager yet, so the chart refuses
-/// the mode instead of installing an operator that fails at start-up.
+/// In cert-manager mode the chart renders a CA chain, the serving Certificate into the Secret
+/// the operator reads, the cainjector annotation and the operator flag, and grants no write
+/// access that only the self-managed mode needs.
 #[test]
-fn cert_manager_mode_is_refused() {
+fn cert_manager_mode_renders_certificate_chain() {
     let env = TestEnv::load();
-    let output = Command::new(env.var("TESTENV_HELM"))
-        .args(["template", DEFAULT_RELEASE])
-        .arg(chart_dir())
-        .args(["--namespace", "ops", "--set", "certManager.enabled=true"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let objects = documents(&render(
+        &env,
+        DEFAULT_RELEASE,
+        "ops",
+        &["--set", "certManager.enabled=true"],
+    ));
+    let named = |kind: &str, name: &str| -> &Value {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+    };
+    assert_eq!(
+        named("Issuer", "artifact-operator-selfsigned")["spec"],
+        json!({ "selfSigned": {} })
+    );
+    let ca = named("Certificate", "artifact-operator-webhook-ca");
+    assert_eq!(ca["spec"]["isCA"], true);
+    assert_eq!(
+        ca["spec"]["issuerRef"]["name"],
+        "artifact-operator-selfsigned"
+    );
+    assert_eq!(
+        named("Issuer", "artifact-operator-ca")["spec"],
+        json!({ "ca": { "secretName": "artifact-operator-webhook-ca" } })
+    );
+    let serving = named("Certificate", "artifact-operator-webhook");
+    assert_eq!(
+        serving["spec"]["secretName"],
+        "artifact-operator-webhook-tls"
+    );
+    assert_eq!(serving["spec"]["issuerRef"]["name"], "artifact-operator-ca");
+    assert_eq!(
+        serving["spec"]["dnsNames"],
+        json!([
+            "artifact-operator-webhook.ops.svc",
+            "artifact-operator-webhook.ops.svc.cluster.local"
+        ])
+    );
+
+    let configuration = object(&objects, "MutatingWebhookConfiguration");
+    assert_eq!(
+        configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "ops/artifact-operator-webhook"
+    );
+    let args = container_args(object(&objects, "Deployment"));
+    for expected in [
+        "--webhook-certificates=external",
+        "--webhook-tls-secret=artifact-operator-webhook-tls",
+    ] {
+        assert!(
+            args.iter().any(|arg| arg == expected),
+            "{expected} missing from {args:?}"
+        );
+    }
+
+    let cluster_rules = &object(&objects, "ClusterRole")["rules"];
     assert!(
-        stderr.contains("certManager.enabled=true is not supported yet"),
-        "{stderr}"
+        !cluster_rules
+            .to_string()
+            .contains("mutatingwebhookconfigurations"),
+        "{cluster_rules:#}"
+    );
+    let tls_rule = object(&objects, "Role")["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rule| rule["resourceNames"] == json!(["artifact-operator-webhook-tls"]))
+        .expect("a Role rule for the webhook TLS Secret")
+        .clone();
+    assert_eq!(tls_rule["verbs"], json!(["get", "list", "watch"]));
+}
+
+/// With `issuerRef.name` the chart uses that issuer and renders no Issuer of its own.
+#[test]
+fn cert_manager_mode_uses_given_issuer() {
+    let env = TestEnv::load();
+    let objects = documents(&render(
+        &env,
+        DEFAULT_RELEASE,
+        "ops",
+        &[
+            "--set",
+            "certManager.enabled=true",
+            "--set",
+            "certManager.issuerRef.name=corporate-ca",
+            "--set",
+            "certManager.issuerRef.kind=ClusterIssuer",
+        ],
+    ));
+    let kinds: Vec<&Value> = objects.iter().map(|o| &o["kind"]).collect();
+    assert!(!kinds.contains(&&json!("Issuer")), "{kinds:?}");
+    let certificates: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Certificate")
+        .collect();
+    assert_eq!(certificates.len(), 1, "{certificates:#?}");
+    assert_eq!(
+        certificates[0]["spec"]["issuerRef"],
+        json!({ "name": "corporate-ca", "kind": "ClusterIssuer", "group": "cert-manager.io" })
     );
 }
 
@@ -368,6 +461,151 @@ fn rendered_objects_pass_server_dry_run() {
             ])
             .arg(&path));
     }
+}
+
+/// cert-manager's Certificate and Issuers as the chart renders them pass the API server's
+/// validation against cert-manager's own CRDs, with the chart's CA chain and with an issuer
+/// of the user's.
+#[test]
+fn cert_manager_objects_pass_server_dry_run() {
+    let env = TestEnv::load();
+    install_cert_manager_crds(&env);
+    let namespace = unique_name("chart-cm-dry");
+    run(kubectl(&env).args(["create", "namespace", &namespace]));
+    for issuer in ["", "corporate-ca"] {
+        let issuer_name = format!("certManager.issuerRef.name={issuer}");
+        let rendered = render(
+            &env,
+            &unique_name("dry"),
+            &namespace,
+            &["--set", "certManager.enabled=true", "--set", &issuer_name],
+        );
+        let output = run_with_input(
+            kubectl(&env).args(["apply", "--server-side", "--dry-run=server", "-f", "-"]),
+            &rendered,
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let expected_issuers = if issuer.is_empty() { 2 } else { 0 };
+        assert_eq!(
+            stdout.matches("issuer.cert-manager.io/").count(),
+            expected_issuers,
+            "{stdout}"
+        );
+        let expected_certificates = if issuer.is_empty() { 2 } else { 1 };
+        assert_eq!(
+            stdout.matches("certificate.cert-manager.io/").count(),
+            expected_certificates,
+            "{stdout}"
+        );
+    }
+}
+
+/// The chart in cert-manager mode, with the test in the place of cert-manager (no controller
+/// of cert-manager runs here): the operator runs with the chart's arguments and RBAC, waits
+/// for the Secret, serves the certificate that the test writes into it, and the API server
+/// calls the webhook through the Service's DNS name. A renewal is served without a restart,
+/// and the operator changes neither the Secret nor the caBundle.
+#[tokio::test]
+async fn installed_chart_serves_cert_manager_certificate() {
+    install_cert_manager_crds(&TestEnv::load());
+    let install = Install::start_with(&["--set", "certManager.enabled=true"]).await;
+    let client = &install.client;
+    let fullname = install.fullname();
+    let secret_name = format!("{fullname}-webhook-tls");
+    let service_name = format!("{fullname}-webhook.{}.svc", install.release_namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &install.release_namespace);
+
+    // The operator starts before cert-manager has issued anything, and says what it waits for.
+    let operator = install.start_operator();
+    operator.wait_for_line("Operator started");
+    let secret_reason = format!("Secret {}/{secret_name}", install.release_namespace);
+    operator
+        .wait_for_readyz(
+            503,
+            &format!("{secret_reason}: the Secret does not exist yet"),
+        )
+        .await;
+
+    // A key that does not belong to the certificate keeps the webhook unready.
+    let ca = TestCa::new();
+    let first = ca.issue(&service_name);
+    let stray = ca.issue(&service_name);
+    write_tls_secret(&secrets, &secret_name, &ca, &first.cert_pem, &stray.key_pem).await;
+    operator
+        .wait_for_readyz(
+            503,
+            &format!("{secret_reason}: tls.key: does not match tls.crt"),
+        )
+        .await;
+    let written =
+        write_tls_secret(&secrets, &secret_name, &ca, &first.cert_pem, &first.key_pem).await;
+    operator.wait_for_readyz(200, "").await;
+
+    // cainjector's part, and the route from the API server to the operator on loopback.
+    let injected_configuration = install.inject_ca_bundle(&ca.pem).await;
+    install
+        .serve_webhook_service_on_loopback(operator.webhook_port)
+        .await;
+    let configurations: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let configuration_version = configurations
+        .get(&fullname)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    assert_eq!(
+        presented_certificate(operator.webhook_port, &ca.pem, &service_name).await,
+        first.der
+    );
+
+    create_external_registry(&install).await;
+    wait_for_ready::<ArtifactRegistry>(client, &install.namespace, "main").await;
+    create_config_map_artifact(&install, "billing", "1.0.0", b"PK\x03\x04cert-manager").await;
+    wait_for_ready::<AppArtifact>(client, &install.namespace, "billing").await;
+    install.wait_for_service_account().await;
+    install.create_pod("billing").await;
+    let secret = secrets.get(&secret_name).await.unwrap();
+    assert_eq!(secret.metadata.resource_version, written);
+
+    // cert-manager renews: new key, new certificate, same Secret. New handshakes get it.
+    let renewed = ca.issue(&service_name);
+    let written = write_tls_secret(
+        &secrets,
+        &secret_name,
+        &ca,
+        &renewed.cert_pem,
+        &renewed.key_pem,
+    )
+    .await;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while presented_certificate(operator.webhook_port, &ca.pem, &service_name).await != renewed.der
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    install.create_pod("billing").await;
+    operator.wait_for_line("Loaded the webhook serving certificate");
+
+    // The operator wrote neither the Secret nor the configuration.
+    let secret = secrets.get(&secret_name).await.unwrap();
+    assert_eq!(secret.metadata.resource_version, written);
+    let configuration = configurations.get(&fullname).await.unwrap();
+    assert_eq!(
+        configuration.metadata.resource_version,
+        configuration_version
+    );
+    assert_eq!(
+        configuration.webhooks.unwrap()[0].client_config.ca_bundle,
+        injected_configuration
+    );
+    let forbidden = operator.lines_containing("forbidden");
+    assert!(forbidden.is_empty(), "{forbidden:#?}");
+
+    operator.stop();
+    install.uninstall_and_check().await;
 }
 
 /// Installs the chart and runs the operator binary with nothing but the chart's ServiceAccount
@@ -529,6 +767,11 @@ struct Install {
 
 impl Install {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Installs the chart with `values` (`--set` arguments) besides the watched namespace.
+    async fn start_with(values: &[&str]) -> Self {
         let env = TestEnv::load();
         let client = env.kube_client().await;
         install_crds(&client).await;
@@ -543,7 +786,8 @@ impl Install {
             .args(["install", &release])
             .arg(chart_dir())
             .args(["--namespace", &release_namespace, "--create-namespace"])
-            .args(["--set", &format!("watchNamespace={namespace}")]));
+            .args(["--set", &format!("watchNamespace={namespace}")])
+            .args(values));
 
         let install = Self {
             home: tempfile::tempdir().unwrap(),
@@ -622,6 +866,7 @@ impl Install {
     fn start_operator(&self) -> Operator {
         let port = free_port();
         let gateway_port = free_port();
+        let metrics_port = free_port();
         let mut args: Vec<String> = self
             .deployment_args()
             .into_iter()
@@ -635,7 +880,7 @@ impl Install {
             // The API server calls the webhook at 127.0.0.1, which the certificate must name.
             "--webhook-ip=127.0.0.1".to_owned(),
             // The Deployment sets METRICS_LISTEN; the flag takes precedence over it.
-            "--metrics-listen=127.0.0.1:0".to_owned(),
+            format!("--metrics-listen=127.0.0.1:{metrics_port}"),
         ]);
         assert_eq!(args[0], "run", "{args:?}");
 
@@ -663,7 +908,9 @@ impl Install {
             child,
             lines,
             seen: std::cell::RefCell::new(Vec::new()),
+            webhook_port: port,
             webhook_url: format!("https://127.0.0.1:{port}"),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}"),
             gateway_url: format!("http://127.0.0.1:{gateway_port}"),
         }
     }
@@ -757,6 +1004,77 @@ impl Install {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Writes `ca_pem` into the caBundle as cert-manager's cainjector does, and returns it.
+    async fn inject_ca_bundle(&self, ca_pem: &str) -> Option<ByteString> {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let patch = json!([{
+            "op": "replace",
+            "path": "/webhooks/0/clientConfig/caBundle",
+            "value": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ca_pem),
+        }]);
+        let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+        let patched = api
+            .patch(
+                &self.fullname(),
+                &PatchParams {
+                    field_manager: Some(CERT_MANAGER_MANAGER.to_owned()),
+                    ..PatchParams::default()
+                },
+                &Patch::Json::<()>(patch),
+            )
+            .await
+            .unwrap();
+        let bundle = patched.webhooks.unwrap()[0].client_config.ca_bundle.clone();
+        assert_eq!(
+            bundle.as_ref().map(|b| b.0.as_slice()),
+            Some(ca_pem.as_bytes())
+        );
+        bundle
+    }
+
+    /// Lets the API server reach the webhook Service on loopback while it still checks the
+    /// Service's DNS name. The API server resolves a Service of type ExternalName to its
+    /// `externalName` and the webhook's port, and verifies the certificate against
+    /// `{service}.{namespace}.svc` all the same. No pod backs the chart's ClusterIP here.
+    async fn serve_webhook_service_on_loopback(&self, port: u16) {
+        let services: Api<k8s_openapi::api::core::v1::Service> =
+            Api::namespaced(self.client.clone(), &self.release_namespace);
+        let name = format!("{}-webhook", self.fullname());
+        let mut service = services.get(&name).await.unwrap();
+        services.delete(&name, &Default::default()).await.unwrap();
+        service.metadata = kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            labels: service.metadata.labels.take(),
+            annotations: service.metadata.annotations.take(),
+            ..Default::default()
+        };
+        service.spec = Some(
+            serde_json::from_value(json!({
+                "type": "ExternalName",
+                "externalName": "127.0.0.1",
+            }))
+            .unwrap(),
+        );
+        service.status = None;
+        services
+            .create(&PostParams::default(), &service)
+            .await
+            .unwrap();
+
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let patch = json!([
+            { "op": "replace", "path": "/webhooks/0/clientConfig/service/port", "value": port },
+        ]);
+        let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+        api.patch(
+            &self.fullname(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .unwrap();
     }
 
     /// Points the chart's webhook configuration at the operator on loopback. In a cluster the
@@ -1079,6 +1397,144 @@ async fn wait_for_event(client: &Client, namespace: &str, name: &str, reason: &s
     }
 }
 
+// === cert-manager's part ===
+
+/// Field manager of the test's writes in the place of cert-manager.
+const CERT_MANAGER_MANAGER: &str = "cert-manager-test";
+
+/// Installs cert-manager's CRDs with server-side apply, once per environment in effect: a
+/// repeated apply changes nothing.
+fn install_cert_manager_crds(env: &TestEnv) {
+    let path = support::cert_manager_crds_path();
+    run(kubectl(env)
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(&path));
+    run(kubectl(env).args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/certificates.cert-manager.io",
+        "crd/issuers.cert-manager.io",
+        "crd/clusterissuers.cert-manager.io",
+    ]));
+}
+
+/// A CA of the test's own, as the chart's self-signed CA chain would produce.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+/// A serving certificate and its key as cert-manager writes them.
+struct Issued {
+    cert_pem: String,
+    /// SEC1 (`EC PRIVATE KEY`), cert-manager's encoding of ECDSA keys.
+    key_pem: String,
+    der: Vec<u8>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "cert-manager test CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// Issues a serving certificate for the Service DNS name `service` with a new key.
+    fn issue(&self, service: &str) -> Issued {
+        let mut params = rcgen::CertificateParams::new(vec![
+            service.to_owned(),
+            format!("{service}.cluster.local"),
+        ])
+        .unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        Issued {
+            cert_pem: certificate.pem(),
+            key_pem: sec1_pem(&key.serialize_pem()),
+            der: certificate.der().to_vec(),
+        }
+    }
+}
+
+/// Converts a PKCS#8 EC key to SEC1 with openssl, the encoding cert-manager writes.
+fn sec1_pem(pkcs8_pem: &str) -> String {
+    let output = run_with_input(Command::new("openssl").arg("ec"), pkcs8_pem);
+    let pem = String::from_utf8(output.stdout).unwrap();
+    assert!(pem.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{pem}");
+    pem
+}
+
+/// Creates or replaces the `kubernetes.io/tls` Secret as cert-manager does, with `ca.crt`, and
+/// returns its new resourceVersion.
+async fn write_tls_secret(
+    secrets: &Api<Secret>,
+    name: &str,
+    ca: &TestCa,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Option<String> {
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "annotations": { "cert-manager.io/certificate-name": name.trim_end_matches("-tls") },
+        },
+        "type": "kubernetes.io/tls",
+        "stringData": { "ca.crt": ca.pem, "tls.crt": cert_pem, "tls.key": key_pem },
+    });
+    secrets
+        .patch(
+            name,
+            &PatchParams::apply(CERT_MANAGER_MANAGER).force(),
+            &Patch::Apply(secret),
+        )
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+}
+
+/// Completes a TLS handshake with the webhook on loopback as the API server does (trusting
+/// `ca_pem`, checking the Service DNS name) and returns the certificate presented.
+async fn presented_certificate(port: u16, ca_pem: &str, server_name: &str) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from(server_name.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap_or_else(|error| panic!("TLS handshake with the webhook failed: {error}"));
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
 // === The operator process ===
 
 /// A running `artifact-operator run`, killed when dropped.
@@ -1087,11 +1543,43 @@ struct Operator {
     lines: mpsc::Receiver<String>,
     /// Every line received so far, for failure messages.
     seen: std::cell::RefCell<Vec<String>>,
+    webhook_port: u16,
     webhook_url: String,
     gateway_url: String,
+    metrics_url: String,
 }
 
 impl Operator {
+    /// Returns the status and body of `/readyz`.
+    async fn readyz(&self) -> (u16, String) {
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("{}/readyz", self.metrics_url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// Waits until `/readyz` answers `status` with a body that contains `needle`.
+    async fn wait_for_readyz(&self, status: u16, needle: &str) {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let (current, body) = self.readyz().await;
+            if current == status && body.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never answered {status} with {needle:?}; last: {current} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     fn wait_for_line(&self, needle: &str) -> String {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         loop {

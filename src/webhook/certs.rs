@@ -207,7 +207,7 @@ pub enum CertError {
 pub struct CertHandle {
     current: Arc<RwLock<Arc<Loaded>>>,
     resolver: Arc<ServingCertResolver>,
-    /// Where the certificate comes from, such as `Secret ops/webhook-tls`, for readiness
+    /// Source of the certificate, such as `Secret ops/webhook-tls`, named in readiness
     /// reasons.
     source: Arc<str>,
 }

@@ -9,7 +9,7 @@
 //! writes `caBundle` from the Certificate named by the annotation
 //! `cert-manager.io/inject-ca-from`.
 //!
-//! Until the Secret holds a usable certificate, TLS handshakes fail and readiness names the
+//! Until the Secret contains a usable certificate, TLS handshakes fail and readiness names the
 //! Secret and what is wrong with it. Once a certificate is served, a Secret that turns
 //! unusable (deleted, or with a key that does not match) is logged and the last certificate
 //! stays in use until it expires, because failing every handshake would block the pods that
@@ -34,13 +34,13 @@ use super::{
     material::{Certificate, ServingPair},
 };
 
-/// Where the external certificate is and which names it should carry.
+/// Location of the external certificate and the names it should carry.
 #[derive(Debug, Clone)]
 pub struct ExternalSettings {
     pub namespace: String,
     pub secret_name: String,
     /// DNS names through which clients reach the webhook. A certificate that names none of
-    /// them, nor any of `ip_addresses`, is served with a warning: the issuer decides.
+    /// them, nor any of `ip_addresses`, is served with a warning, because the issuer's configuration decides.
     pub dns_names: Vec<String>,
     pub ip_addresses: Vec<IpAddr>,
 }

@@ -143,7 +143,7 @@ impl fmt::Debug for Certificate {
 }
 
 /// A serving certificate with the chain sent after it and its private key, checked to be
-/// usable together by rustls. This is what the TLS server presents, whoever issued it.
+/// usable together by rustls. The TLS server presents it in both certificate modes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServingPair {
     /// The end-entity certificate, first in `chain`.
