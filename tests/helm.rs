@@ -924,12 +924,12 @@ impl Install {
 
     /// Puts the grant's verb back, at its place in the rule.
     async fn restore(&self, grant: &Grant) {
-        let original = self.grants_rules(grant.namespaced);
+        let original = self.rendered_rules(grant.namespaced);
         self.edit_rules(grant, |rules| *rules = original).await;
     }
 
     /// Returns the rules of the role as the chart renders them.
-    fn grants_rules(&self, namespaced: bool) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
+    fn rendered_rules(&self, namespaced: bool) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
         let output = run(Command::new(self.env.var("TESTENV_HELM"))
             .env("KUBECONFIG", self.env.kubeconfig())
             .args([
