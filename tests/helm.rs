@@ -1015,7 +1015,8 @@ impl Install {
                 result = Err(format!("forbidden with the full RBAC: {forbidden:#?}"));
             }
         }
-        drop(operator);
+        // A graceful stop releases the Lease, so the next case need not wait for it to expire.
+        operator.terminate();
         result
     }
 
@@ -1045,6 +1046,22 @@ impl Install {
                 let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
                     Api::namespaced(self.client.clone(), &self.release_namespace);
                 let _ = leases.delete(&self.fullname(), &Default::default()).await;
+                Vec::new()
+            }
+            // Taking a released Lease replaces it. The case before may have left none.
+            ("leases", "update", _) => {
+                let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+                    Api::namespaced(self.client.clone(), &self.release_namespace);
+                let released = serde_json::from_value(json!({
+                    "metadata": { "name": self.fullname() },
+                    "spec": { "leaseDurationSeconds": 15 },
+                }))
+                .unwrap();
+                match leases.create(&PostParams::default(), &released).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(error) => panic!("creating the released Lease failed: {error}"),
+                }
                 Vec::new()
             }
             ("mutatingwebhookconfigurations", "patch", _) => {
@@ -2231,6 +2248,15 @@ impl Operator {
             assert!(Instant::now() < deadline, "the operator did not exit");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, whatever its exit status.
+    fn terminate(mut self) {
+        // The process may exit by itself in the meantime, so a failed kill is ignored.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .output();
+        self.wait_for_exit();
     }
 
     /// Sends SIGTERM and waits for the graceful stop.
