@@ -2186,7 +2186,7 @@ impl Operator {
         (status, response.text().await.unwrap())
     }
 
-    /// Waits until `/readyz` answers `status` with a body that contains `needle`.
+    /// Waits until `/readyz` returns `status` with a body that contains `needle`.
     async fn wait_for_readyz(&self, status: u16, needle: &str) {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         loop {
