@@ -65,18 +65,24 @@ def spread(values: list[float], digits: int) -> str:
 
 
 def transfer_table(path: Path, title: str, size_mib: float) -> None:
-    """Prints one hyperfine export; the first command is ours, the others are peers."""
+    """Prints one hyperfine export; the first command is ours, the others are peers.
+
+    Times under 0.1 s per run are printed in milliseconds, so small transfers keep their
+    digits.
+    """
     commands = json.loads(path.read_text())["results"]
     ours = commands[0]
+    scale, unit = (1000, "ms") if ours["median"] < 0.1 else (1, "s")
     print(f"## {title}\n")
-    print(f"{len(ours['times'])} runs each after one warm-up run.\n")
-    print("| command | time s, median (min–max) | MiB/s at median | ours / this |")
+    print(f"{len(ours['times'])} runs each after warm-up runs.\n")
+    print(f"| command | time {unit}, median (min–max) | MiB/s at median | ours / this |")
     print("| --- | --- | --- | --- |")
     for command in commands:
         median = command["median"]
         ratio = ours["median"] / median
+        times = [time * scale for time in command["times"]]
         print(
-            f"| {command['command']} | {spread(command['times'], 2)} "
+            f"| {command['command']} | {spread(times, 2)} "
             f"| {size_mib / median:.0f} | {ratio:.2f} |"
         )
     print()

@@ -24,7 +24,10 @@ use crate::{
     },
     webhook::{
         admission::{self, InjectionSettings, WebhookState},
-        certs::{self, CertSettings},
+        certs::{
+            self, CertSettings,
+            external::{self, ExternalSettings},
+        },
         configuration::{self, Endpoint, WebhookConfig},
         patch::LoaderTemplate,
         tls_server,
@@ -142,8 +145,17 @@ pub struct RunArgs {
     )]
     pub webhook_listen: std::net::SocketAddr,
 
-    /// Secret in the operator's namespace that keeps the webhook's CA and serving certificate.
-    /// It is created when missing.
+    /// Issuer of the webhook's serving certificate. `self-managed`: the operator keeps its
+    /// own CA and the certificate in --webhook-tls-secret, renews them, and writes the CA
+    /// bundle into the caBundle of --webhook-configuration. `external`: another component,
+    /// such as cert-manager, writes tls.crt, tls.key and optionally ca.crt into
+    /// --webhook-tls-secret and sets the caBundle; the operator only reads the Secret and
+    /// reloads it when it changes.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t)]
+    pub webhook_certificates: WebhookCertificates,
+
+    /// Secret in the operator's namespace with the webhook's serving certificate. With
+    /// self-managed certificates it also keeps the CA and is created when missing.
     #[arg(long, value_name = "NAME", default_value = certs::DEFAULT_SECRET_NAME)]
     pub webhook_tls_secret: String,
 
@@ -157,13 +169,15 @@ pub struct RunArgs {
     #[arg(long = "webhook-ip", value_name = "IP", value_delimiter = ',')]
     pub webhook_ips: Vec<std::net::IpAddr>,
 
-    /// MutatingWebhookConfiguration whose caBundle the operator keeps current.
+    /// MutatingWebhookConfiguration whose caBundle the operator keeps current (self-managed
+    /// certificates only).
     #[arg(long, value_name = "NAME", default_value = configuration::DEFAULT_NAME)]
     pub webhook_configuration: String,
 
     /// Register the webhook by this HTTPS URL, such as https://127.0.0.1:8443: the operator
     /// then creates the MutatingWebhookConfiguration itself. For an operator outside the
-    /// cluster; in a cluster the Helm chart registers the webhook's Service.
+    /// cluster; in a cluster the Helm chart registers the webhook's Service. Needs
+    /// self-managed certificates.
     #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
 
@@ -197,6 +211,16 @@ pub struct RunArgs {
     /// Name of this replica in the Lease; a random suffix is added. Default: the host name.
     #[arg(long, value_name = "NAME", env = "POD_NAME")]
     pub pod_name: Option<String>,
+}
+
+/// Issuer of the webhook's serving certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WebhookCertificates {
+    /// The operator's own CA, kept and rotated in the webhook TLS Secret.
+    #[default]
+    SelfManaged,
+    /// Another component (cert-manager) writes the Secret and the caBundle.
+    External,
 }
 
 /// Default loader image: the operator's own image of this version.
@@ -287,6 +311,26 @@ impl RunArgs {
         settings
     }
 
+    /// Returns where the webhook's externally issued certificate is.
+    pub fn external_cert_settings(&self) -> ExternalSettings {
+        let self_managed = self.cert_settings();
+        ExternalSettings {
+            namespace: self_managed.namespace,
+            secret_name: self_managed.secret_name,
+            dns_names: self_managed.dns_names,
+            ip_addresses: self_managed.ip_addresses,
+        }
+    }
+
+    /// Rejects combinations of flags that cannot work together.
+    pub fn validate(&self) -> Result<()> {
+        if self.webhook_url.is_some() && self.webhook_certificates == WebhookCertificates::External
+        {
+            return Err(Error::WebhookUrlNeedsSelfManagedCertificates);
+        }
+        Ok(())
+    }
+
     /// Returns what the webhook puts into pods.
     pub fn injection_settings(&self) -> InjectionSettings {
         InjectionSettings {
@@ -341,6 +385,7 @@ pub fn crds(output_dir: Option<&Path>) -> std::io::Result<()> {
 /// operations listener, the gateway and the webhook on every replica, and the controllers on
 /// the replica that holds the leader Lease.
 pub async fn run(args: RunArgs) -> Result<()> {
+    args.validate()?;
     let cluster = cluster::connect().await?;
     cluster::log_server_version(&cluster).await?;
     let client = cluster.client.clone();
@@ -452,9 +497,16 @@ where
         stop_signal(),
     ));
 
-    let certs = certs::start(client.clone(), args.cert_settings(), stop_signal()).await?;
+    let certs = match args.webhook_certificates {
+        WebhookCertificates::SelfManaged => {
+            certs::start(client.clone(), args.cert_settings(), stop_signal()).await?
+        }
+        WebhookCertificates::External => {
+            external::start(client.clone(), args.external_cert_settings(), stop_signal()).await?
+        }
+    };
     let check = certs.clone();
-    readiness.set_certificate_check(move || check.is_loaded());
+    readiness.set_certificate_check(move || check.readiness());
     let webhook_state = Arc::new(WebhookState {
         client: client.clone(),
         artifacts,

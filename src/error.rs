@@ -59,6 +59,13 @@ pub enum Error {
     WebhookCerts(#[from] crate::webhook::certs::CertError),
 
     #[error(
+        "--webhook-url registers the webhook with the operator's own CA bundle, which \
+         --webhook-certificates=external does not have; register the webhook with the \
+         certificate issuer's CA bundle instead"
+    )]
+    WebhookUrlNeedsSelfManagedCertificates,
+
+    #[error(
         "failed to register the webhook in MutatingWebhookConfiguration {name}: {source}; check \
          that the operator may patch mutatingwebhookconfigurations"
     )]
@@ -82,6 +89,7 @@ impl Error {
             Error::SigningKeys(_) => "signing_keys",
             Error::Listen { .. } => "listen",
             Error::WebhookCerts(_) => "webhook_certs",
+            Error::WebhookUrlNeedsSelfManagedCertificates => "usage",
             Error::WebhookRegistration { .. } => "webhook_registration",
         }
     }

@@ -92,13 +92,16 @@ fn chart_crds_match_generated() {
 #[test]
 fn chart_passes_strict_lint() {
     let env = TestEnv::load();
-    let output = run(Command::new(env.var("TESTENV_HELM"))
-        .args(["lint", "--strict"])
-        .arg(chart_dir()));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("0 chart(s) failed"), "{stdout}");
-    assert!(!stdout.contains("[WARNING]"), "{stdout}");
-    assert!(!stdout.contains("[ERROR]"), "{stdout}");
+    for values in [&[][..], &["--set", "certManager.enabled=true"]] {
+        let output = run(Command::new(env.var("TESTENV_HELM"))
+            .args(["lint", "--strict"])
+            .arg(chart_dir())
+            .args(values));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("0 chart(s) failed"), "{values:?}: {stdout}");
+        assert!(!stdout.contains("[WARNING]"), "{values:?}: {stdout}");
+        assert!(!stdout.contains("[ERROR]"), "{values:?}: {stdout}");
+    }
 }
 
 #[test]
@@ -306,22 +309,112 @@ fn service_monitor_renders() {
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
 }
 
-/// The operator cannot serve a certificate issued by cert-manager yet, so the chart refuses
-/// the mode instead of installing an operator that fails at start-up.
+/// In cert-manager mode the chart renders a CA chain, the serving Certificate into the Secret
+/// the operator reads, the cainjector annotation and the operator flag, and grants no write
+/// access that only the self-managed mode needs.
 #[test]
-fn cert_manager_mode_is_refused() {
+fn cert_manager_mode_renders_certificate_chain() {
     let env = TestEnv::load();
-    let output = Command::new(env.var("TESTENV_HELM"))
-        .args(["template", DEFAULT_RELEASE])
-        .arg(chart_dir())
-        .args(["--namespace", "ops", "--set", "certManager.enabled=true"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let objects = documents(&render(
+        &env,
+        DEFAULT_RELEASE,
+        "ops",
+        &["--set", "certManager.enabled=true"],
+    ));
+    let named = |kind: &str, name: &str| -> &Value {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+    };
+    assert_eq!(
+        named("Issuer", "artifact-operator-selfsigned")["spec"],
+        json!({ "selfSigned": {} })
+    );
+    let ca = named("Certificate", "artifact-operator-webhook-ca");
+    assert_eq!(ca["spec"]["isCA"], true);
+    assert_eq!(
+        ca["spec"]["issuerRef"]["name"],
+        "artifact-operator-selfsigned"
+    );
+    assert_eq!(
+        named("Issuer", "artifact-operator-ca")["spec"],
+        json!({ "ca": { "secretName": "artifact-operator-webhook-ca" } })
+    );
+    let serving = named("Certificate", "artifact-operator-webhook");
+    assert_eq!(
+        serving["spec"]["secretName"],
+        "artifact-operator-webhook-tls"
+    );
+    assert_eq!(serving["spec"]["issuerRef"]["name"], "artifact-operator-ca");
+    assert_eq!(
+        serving["spec"]["dnsNames"],
+        json!([
+            "artifact-operator-webhook.ops.svc",
+            "artifact-operator-webhook.ops.svc.cluster.local"
+        ])
+    );
+
+    let configuration = object(&objects, "MutatingWebhookConfiguration");
+    assert_eq!(
+        configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "ops/artifact-operator-webhook"
+    );
+    let args = container_args(object(&objects, "Deployment"));
+    for expected in [
+        "--webhook-certificates=external",
+        "--webhook-tls-secret=artifact-operator-webhook-tls",
+    ] {
+        assert!(
+            args.iter().any(|arg| arg == expected),
+            "{expected} missing from {args:?}"
+        );
+    }
+
+    let cluster_rules = &object(&objects, "ClusterRole")["rules"];
     assert!(
-        stderr.contains("certManager.enabled=true is not supported yet"),
-        "{stderr}"
+        !cluster_rules
+            .to_string()
+            .contains("mutatingwebhookconfigurations"),
+        "{cluster_rules:#}"
+    );
+    let tls_rule = object(&objects, "Role")["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rule| rule["resourceNames"] == json!(["artifact-operator-webhook-tls"]))
+        .expect("a Role rule for the webhook TLS Secret")
+        .clone();
+    assert_eq!(tls_rule["verbs"], json!(["list", "watch"]));
+}
+
+/// With `issuerRef.name` the chart uses that issuer and renders no Issuer of its own.
+#[test]
+fn cert_manager_mode_uses_given_issuer() {
+    let env = TestEnv::load();
+    let objects = documents(&render(
+        &env,
+        DEFAULT_RELEASE,
+        "ops",
+        &[
+            "--set",
+            "certManager.enabled=true",
+            "--set",
+            "certManager.issuerRef.name=corporate-ca",
+            "--set",
+            "certManager.issuerRef.kind=ClusterIssuer",
+        ],
+    ));
+    let kinds: Vec<&Value> = objects.iter().map(|o| &o["kind"]).collect();
+    assert!(!kinds.contains(&&json!("Issuer")), "{kinds:?}");
+    let certificates: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Certificate")
+        .collect();
+    assert_eq!(certificates.len(), 1, "{certificates:#?}");
+    assert_eq!(
+        certificates[0]["spec"]["issuerRef"],
+        json!({ "name": "corporate-ca", "kind": "ClusterIssuer", "group": "cert-manager.io" })
     );
 }
 
@@ -380,9 +473,154 @@ fn rendered_objects_pass_server_dry_run() {
     }
 }
 
+/// cert-manager's Certificate and Issuers as the chart renders them pass the API server's
+/// validation against cert-manager's own CRDs, with the chart's CA chain and with an issuer
+/// of the user's.
+#[test]
+fn cert_manager_objects_pass_server_dry_run() {
+    let env = TestEnv::load();
+    install_cert_manager_crds(&env);
+    let namespace = unique_name("chart-cm-dry");
+    run(kubectl(&env).args(["create", "namespace", &namespace]));
+    for issuer in ["", "corporate-ca"] {
+        let issuer_name = format!("certManager.issuerRef.name={issuer}");
+        let rendered = render(
+            &env,
+            &unique_name("dry"),
+            &namespace,
+            &["--set", "certManager.enabled=true", "--set", &issuer_name],
+        );
+        let output = run_with_input(
+            kubectl(&env).args(["apply", "--server-side", "--dry-run=server", "-f", "-"]),
+            &rendered,
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let expected_issuers = if issuer.is_empty() { 2 } else { 0 };
+        assert_eq!(
+            stdout.matches("issuer.cert-manager.io/").count(),
+            expected_issuers,
+            "{stdout}"
+        );
+        let expected_certificates = if issuer.is_empty() { 2 } else { 1 };
+        assert_eq!(
+            stdout.matches("certificate.cert-manager.io/").count(),
+            expected_certificates,
+            "{stdout}"
+        );
+    }
+}
+
+/// The chart in cert-manager mode, with the test in the place of cert-manager, because no
+/// controller of cert-manager runs here. The operator runs with the chart's arguments and RBAC,
+/// waits for the Secret and serves the certificate that the test writes into it. The API
+/// server calls the webhook through the Service's DNS name. A renewal is served without a
+/// restart, and the operator changes neither the Secret nor the caBundle.
+#[tokio::test]
+async fn installed_chart_serves_cert_manager_certificate() {
+    install_cert_manager_crds(&TestEnv::load());
+    let install = Install::start_with(&["--set", "certManager.enabled=true"]).await;
+    let client = &install.client;
+    let fullname = install.fullname();
+    let secret_name = format!("{fullname}-webhook-tls");
+    let service_name = format!("{fullname}-webhook.{}.svc", install.release_namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &install.release_namespace);
+
+    // The operator starts before cert-manager has issued anything, and reports what it waits for.
+    let operator = install.start_operator();
+    operator.wait_for_line("Operator started");
+    let secret_reason = format!("Secret {}/{secret_name}", install.release_namespace);
+    operator
+        .wait_for_readyz(
+            503,
+            &format!("{secret_reason}: the Secret does not exist yet"),
+        )
+        .await;
+
+    // A key that does not belong to the certificate keeps the webhook unready.
+    let ca = TestCa::new();
+    let first = ca.issue(&service_name);
+    let stray = ca.issue(&service_name);
+    write_tls_secret(&secrets, &secret_name, &ca, &first.cert_pem, &stray.key_pem).await;
+    operator
+        .wait_for_readyz(
+            503,
+            &format!("{secret_reason}: tls.key: does not match tls.crt"),
+        )
+        .await;
+    let written =
+        write_tls_secret(&secrets, &secret_name, &ca, &first.cert_pem, &first.key_pem).await;
+    operator.wait_for_readyz(200, "").await;
+
+    // cainjector's part, and the route from the API server to the operator on loopback.
+    let injected_configuration = install.inject_ca_bundle(&ca.pem).await;
+    install
+        .serve_webhook_service_on_loopback(operator.webhook_port)
+        .await;
+    let configurations: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let configuration_version = configurations
+        .get(&fullname)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    assert_eq!(
+        presented_certificate(operator.webhook_port, &ca.pem, &service_name).await,
+        first.der
+    );
+
+    create_external_registry(&install).await;
+    wait_for_ready::<ArtifactRegistry>(client, &install.namespace, "main").await;
+    create_config_map_artifact(&install, "billing", "1.0.0", b"PK\x03\x04cert-manager").await;
+    wait_for_ready::<AppArtifact>(client, &install.namespace, "billing").await;
+    install.wait_for_service_account().await;
+    install.create_pod("billing").await;
+    let secret = secrets.get(&secret_name).await.unwrap();
+    assert_eq!(secret.metadata.resource_version, written);
+
+    // cert-manager renews: new key, new certificate, same Secret. New handshakes get it.
+    let renewed = ca.issue(&service_name);
+    let written = write_tls_secret(
+        &secrets,
+        &secret_name,
+        &ca,
+        &renewed.cert_pem,
+        &renewed.key_pem,
+    )
+    .await;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while presented_certificate(operator.webhook_port, &ca.pem, &service_name).await != renewed.der
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    install.create_pod("billing").await;
+    operator.wait_for_line("Loaded the webhook serving certificate");
+
+    // The operator wrote neither the Secret nor the configuration.
+    let secret = secrets.get(&secret_name).await.unwrap();
+    assert_eq!(secret.metadata.resource_version, written);
+    let configuration = configurations.get(&fullname).await.unwrap();
+    assert_eq!(
+        configuration.metadata.resource_version,
+        configuration_version
+    );
+    assert_eq!(
+        configuration.webhooks.unwrap()[0].client_config.ca_bundle,
+        injected_configuration
+    );
+    let forbidden = operator.lines_containing("forbidden");
+    assert!(forbidden.is_empty(), "{forbidden:#?}");
+
+    operator.stop();
+    install.uninstall_and_check().await;
+}
+
 /// Installs the chart and runs the operator binary with nothing but the chart's ServiceAccount
-/// through a registry, an artifact and a pod. Then it removes one verb and checks that the
-/// step that needs it fails with a clear error.
+/// through a registry, an artifact, a pod and an upload. `every_rbac_verb_is_needed` removes
+/// the verbs one by one.
 #[tokio::test]
 async fn installed_chart_runs_operator() {
     let install = Install::start().await;
@@ -393,25 +631,6 @@ async fn installed_chart_runs_operator() {
     // Up to here the chart's RBAC allowed every call, Events and range discovery included.
     let forbidden = operator.lines_containing("forbidden");
     assert!(forbidden.is_empty(), "{forbidden:#?}");
-
-    // Without patch on appartifacts/status, the status write is the step that fails.
-    install
-        .remove_cluster_role_verb("appartifacts/status", "patch")
-        .await;
-    install.wait_until_denied(&[
-        "patch",
-        "appartifacts.artifacts.cameleer.io",
-        "--subresource=status",
-        "-n",
-        &install.namespace,
-    ]);
-    create_config_map_artifact(&install, "ledger", "1.0.0", b"PK\x03\x04ledger").await;
-    let line = operator.wait_for_line(&format!(
-        "failed to write the status for AppArtifact {}/ledger",
-        install.namespace
-    ));
-    assert!(line.contains("forbidden"), "{line}");
-    assert!(line.contains("appartifacts/status"), "{line}");
 
     operator.stop();
     install.uninstall_and_check().await;
@@ -506,7 +725,7 @@ struct Flow {
 async fn run_flow(install: &Install, operator: &Operator) -> Flow {
     let client = &install.client;
 
-    // Start-up created both Secrets of the operator namespace with the Role's create verb.
+    // Start-up created both Secrets of the operator namespace with the create verb on Secrets.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &install.release_namespace);
     let fullname = install.fullname();
     for name in [
@@ -590,29 +809,687 @@ async fn run_flow(install: &Install, operator: &Operator) -> Flow {
     }
 }
 
-/// Without create on Secrets, start-up stops at the key ring and names the Secret and the
-/// missing permission.
+// === Every RBAC verb ===
+
+/// Upper bound for one step of the flow to complete or to fail with the expected denial.
+const STEP_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Removes each verb of the chart's Role and ClusterRole in turn, exactly one at a time, and
+/// runs the operator through the flow until a log line names that verb and resource as
+/// forbidden. The release stays installed, and each case edits the role in place and restores
+/// it. Every case runs, and the failures are reported together.
 #[tokio::test]
-async fn missing_secret_create_stops_startup() {
+async fn every_rbac_verb_is_needed() {
     let install = Install::start().await;
-    // The ClusterRole grants create on Secrets too, for the Secrets of managed registries.
-    install.remove_role_rule("secrets", "create").await;
-    install.remove_cluster_role_verb("secrets", "create").await;
-    install.wait_until_denied(&["create", "secrets", "-n", &install.release_namespace]);
+    // The IngressRoute steps need Traefik's CRDs, because without them the API server returns
+    // 404 before it checks `create`.
+    run(kubectl(&install.env)
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(install.env.var("TESTENV_TRAEFIK_CRDS")));
+    let uploader = install.uploader_token();
 
-    let mut operator = install.start_operator();
-    let status = operator.wait_for_exit();
-    assert!(!status.success(), "the operator started without the verb");
-    let line = operator.wait_for_line("Operator failed");
-    let expected = format!(
-        "failed to create Secret {}/{}-signing-keys",
-        install.release_namespace,
-        install.fullname()
+    // With every verb, the whole flow completes and nothing is forbidden.
+    let baseline = install.run_flow(0, None, &uploader).await;
+    assert_eq!(
+        baseline,
+        Ok(None),
+        "the flow failed with the chart's own RBAC"
     );
-    assert!(line.contains(&expected), "{line}");
-    assert!(line.contains("forbidden"), "{line}");
 
+    let grants = install.grants().await;
+    assert!(grants.len() >= 40, "only {} grants found", grants.len());
+    let mut failures = Vec::new();
+    for (index, grant) in grants.iter().enumerate() {
+        install.revoke(grant).await;
+        let outcome = if install.wait_for_access(grant, false) {
+            install.run_flow(index + 1, Some(grant), &uploader).await
+        } else {
+            Err("another rule still grants it, so this verb is redundant".to_owned())
+        };
+        install.restore(grant).await;
+        assert!(
+            install.wait_for_access(grant, true),
+            "{grant} was not granted again after the restore"
+        );
+        match outcome {
+            Ok(Some(_)) => {}
+            Ok(None) => failures.push(format!("{grant}: the whole flow completed without it")),
+            Err(error) => failures.push(format!("{grant}: {error}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} verbs are not proven needed:\n{}",
+        failures.len(),
+        grants.len(),
+        failures.join("\n")
+    );
     install.uninstall_and_check().await;
+}
+
+/// One verb on one resource, granted by one rule of the chart's Role or ClusterRole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grant {
+    /// The Role in the release namespace, or else the ClusterRole.
+    namespaced: bool,
+    rule: usize,
+    api_group: String,
+    resource: String,
+    resource_name: Option<String>,
+    verb: String,
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let role = if self.namespaced {
+            "Role"
+        } else {
+            "ClusterRole"
+        };
+        write!(
+            formatter,
+            "{role} rule {} {} {}",
+            self.rule, self.verb, self.resource
+        )?;
+        if let Some(name) = &self.resource_name {
+            write!(formatter, "/{name}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Grant {
+    /// Returns whether `line` is an error that names this verb and resource as forbidden, as
+    /// the API server's RBAC denial words it.
+    fn is_denied_in(&self, line: &str) -> bool {
+        let line = line.replace("\\\"", "\"");
+        line.contains(&format!(
+            "cannot {} resource \"{}\"",
+            self.verb, self.resource
+        ))
+    }
+
+    /// Arguments for `kubectl auth can-i` that ask for exactly this grant.
+    fn can_i_request(&self, release_namespace: &str, watched_namespace: &str) -> Vec<String> {
+        let (resource, subresource) = match self.resource.split_once('/') {
+            Some((resource, subresource)) => (resource, Some(subresource)),
+            None => (self.resource.as_str(), None),
+        };
+        let mut qualified = if self.api_group.is_empty() {
+            resource.to_owned()
+        } else {
+            format!("{resource}.{}", self.api_group)
+        };
+        if let Some(name) = &self.resource_name {
+            qualified = format!("{qualified}/{name}");
+        }
+        let namespace = if self.namespaced {
+            release_namespace
+        } else {
+            watched_namespace
+        };
+        let mut request = vec![
+            self.verb.clone(),
+            qualified,
+            "-n".to_owned(),
+            namespace.to_owned(),
+        ];
+        if let Some(subresource) = subresource {
+            request.push(format!("--subresource={subresource}"));
+        }
+        request
+    }
+}
+
+/// Steps of the flow, in order. Each creates objects of its own, named after the case.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Start-up until this replica leads: keys, certificates, caches, Lease, address ranges.
+    Startup,
+    /// An external registry becomes Ready.
+    ExternalRegistry,
+    /// An AppArtifact from a ConfigMap becomes Ready with a `Pushed` Event.
+    ConfigMapArtifact,
+    /// The API server calls the webhook, which injects into a pod.
+    InjectedPod,
+    /// The webhook reads a missing AppArtifact before it denies a pod that names it.
+    DeniedPod,
+    /// A JAR uploaded through the gateway.
+    Upload,
+    /// A managed registry without an ingress: its objects and the IngressRoute removal.
+    ManagedRegistry,
+    /// A managed registry with a Traefik IngressRoute.
+    IngressRegistry,
+    /// An AppArtifact that keeps failing, so its Event repeats.
+    RepeatedEvent,
+}
+
+const STEPS: [Step; 9] = [
+    Step::Startup,
+    Step::ExternalRegistry,
+    Step::ConfigMapArtifact,
+    Step::InjectedPod,
+    Step::DeniedPod,
+    Step::Upload,
+    Step::ManagedRegistry,
+    Step::IngressRegistry,
+    Step::RepeatedEvent,
+];
+
+impl Install {
+    /// Lists every (rule, resource, resource name, verb) of the release's ClusterRole and Role.
+    async fn grants(&self) -> Vec<Grant> {
+        let cluster_role = Api::<ClusterRole>::all(self.client.clone())
+            .get(&self.fullname())
+            .await
+            .unwrap();
+        let role = Api::<Role>::namespaced(self.client.clone(), &self.release_namespace)
+            .get(&self.fullname())
+            .await
+            .unwrap();
+        let mut grants = Vec::new();
+        for (namespaced, rules) in [(false, cluster_role.rules), (true, role.rules)] {
+            for (index, rule) in rules.unwrap_or_default().into_iter().enumerate() {
+                let groups = rule.api_groups.unwrap_or_default();
+                assert_eq!(groups.len(), 1, "rule {index} names several API groups");
+                let names = rule.resource_names.unwrap_or_default();
+                let names: Vec<Option<String>> = if names.is_empty() {
+                    vec![None]
+                } else {
+                    names.into_iter().map(Some).collect()
+                };
+                for resource in rule.resources.unwrap_or_default() {
+                    for name in &names {
+                        for verb in &rule.verbs {
+                            grants.push(Grant {
+                                namespaced,
+                                rule: index,
+                                api_group: groups[0].clone(),
+                                resource: resource.clone(),
+                                resource_name: name.clone(),
+                                verb: verb.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        grants
+    }
+
+    /// Removes the grant's verb from its rule, and the rule when no verb is left.
+    async fn revoke(&self, grant: &Grant) {
+        self.edit_rules(grant, |rules| {
+            rules[grant.rule].verbs.retain(|verb| *verb != grant.verb);
+            if rules[grant.rule].verbs.is_empty() {
+                rules.remove(grant.rule);
+            }
+        })
+        .await;
+    }
+
+    /// Puts the grant's verb back, at its place in the rule.
+    async fn restore(&self, grant: &Grant) {
+        let original = self.rendered_rules(grant.namespaced);
+        self.edit_rules(grant, |rules| *rules = original).await;
+    }
+
+    /// Returns the rules of the role as the chart renders them.
+    fn rendered_rules(&self, namespaced: bool) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
+        let output = run(Command::new(self.env.var("TESTENV_HELM"))
+            .env("KUBECONFIG", self.env.kubeconfig())
+            .args([
+                "get",
+                "manifest",
+                &self.release,
+                "-n",
+                &self.release_namespace,
+            ]));
+        let objects = documents(&String::from_utf8(output.stdout).unwrap());
+        let kind = if namespaced { "Role" } else { "ClusterRole" };
+        serde_json::from_value(object(&objects, kind)["rules"].clone()).unwrap()
+    }
+
+    async fn edit_rules(
+        &self,
+        grant: &Grant,
+        edit: impl FnOnce(&mut Vec<k8s_openapi::api::rbac::v1::PolicyRule>),
+    ) {
+        if grant.namespaced {
+            let api: Api<Role> = Api::namespaced(self.client.clone(), &self.release_namespace);
+            let mut role = api.get(&self.fullname()).await.unwrap();
+            edit(role.rules.get_or_insert_with(Vec::new));
+            api.replace(&self.fullname(), &PostParams::default(), &role)
+                .await
+                .unwrap();
+        } else {
+            let api: Api<ClusterRole> = Api::all(self.client.clone());
+            let mut role = api.get(&self.fullname()).await.unwrap();
+            edit(role.rules.get_or_insert_with(Vec::new));
+            api.replace(&self.fullname(), &PostParams::default(), &role)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Waits until `kubectl auth can-i` reports the grant as `allowed`; returns false when it
+    /// does not within a few seconds.
+    fn wait_for_access(&self, grant: &Grant, allowed: bool) -> bool {
+        let request = grant.can_i_request(&self.release_namespace, &self.namespace);
+        let request: Vec<&str> = request.iter().map(String::as_str).collect();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.can_i(&request) != allowed {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
+    }
+
+    /// Prepares the state that makes the operator use the grant's verb, starts the operator and
+    /// runs the steps. Returns the first log line that denies `grant`, `None` when the whole flow
+    /// completed, or why a step neither completed nor failed with that denial.
+    async fn run_flow(
+        &self,
+        case: usize,
+        grant: Option<&Grant>,
+        uploader: &str,
+    ) -> Result<Option<String>, String> {
+        let extra_args = match grant {
+            Some(grant) => self.prepare(grant).await,
+            None => Vec::new(),
+        };
+        let operator = self.start_operator_with(&extra_args);
+        let mut result = Ok(None);
+        for step in STEPS {
+            self.start_step(step, case, &operator).await;
+            match self
+                .finish_step(step, case, &operator, grant, uploader)
+                .await
+            {
+                Ok(None) => {}
+                other => {
+                    result = other;
+                    break;
+                }
+            }
+        }
+        if grant.is_none() {
+            let forbidden = operator.lines_containing("forbidden");
+            if !forbidden.is_empty() {
+                result = Err(format!("forbidden with the full RBAC: {forbidden:#?}"));
+            }
+        }
+        // A graceful stop releases the Lease, so the next case need not wait for it to expire.
+        operator.terminate();
+        result
+    }
+
+    /// Changes the cluster so that the operator needs the grant's verb in this run, and
+    /// returns the extra operator arguments for it.
+    async fn prepare(&self, grant: &Grant) -> Vec<String> {
+        let signing_keys = format!("{}-signing-keys", self.fullname());
+        match (
+            grant.resource.as_str(),
+            grant.verb.as_str(),
+            &grant.resource_name,
+        ) {
+            // The key ring is created at start-up when it is missing.
+            ("secrets", "create", _) => {
+                let secrets: Api<Secret> =
+                    Api::namespaced(self.client.clone(), &self.release_namespace);
+                let _ = secrets.delete(&signing_keys, &Default::default()).await;
+                Vec::new()
+            }
+            // A rotation by age replaces the key ring.
+            ("secrets", "update", Some(name)) if *name == signing_keys => {
+                vec!["--signing-key-rotation=1s".to_owned()]
+            }
+            // A new address on the certificate re-issues it.
+            ("secrets", "update", Some(_)) => vec!["--webhook-ip=127.0.0.2".to_owned()],
+            ("leases", "create", _) => {
+                let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+                    Api::namespaced(self.client.clone(), &self.release_namespace);
+                let _ = leases.delete(&self.fullname(), &Default::default()).await;
+                Vec::new()
+            }
+            // Taking a released Lease replaces it. The case before may have left none.
+            ("leases", "update", _) => {
+                let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+                    Api::namespaced(self.client.clone(), &self.release_namespace);
+                let released = serde_json::from_value(json!({
+                    "metadata": { "name": self.fullname() },
+                    "spec": { "leaseDurationSeconds": 15 },
+                }))
+                .unwrap();
+                match leases.create(&PostParams::default(), &released).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(error) => panic!("creating the released Lease failed: {error}"),
+                }
+                Vec::new()
+            }
+            ("mutatingwebhookconfigurations", "patch", _) => {
+                self.clear_ca_bundle().await;
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    async fn clear_ca_bundle(&self) {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            { "op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": "" },
+        ]))
+        .unwrap();
+        api.patch(
+            &self.fullname(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Creates the objects of a step.
+    async fn start_step(&self, step: Step, case: usize, operator: &Operator) {
+        let registry = format!("ext-{case}");
+        match step {
+            Step::Startup => {}
+            Step::ExternalRegistry => create_external_registry_named(self, &registry).await,
+            Step::ConfigMapArtifact => {
+                create_config_map(self, &format!("cm-{case}"), b"PK\x03\x04verbs").await;
+                let source = json!({ "configMapKeyRef": { "name": format!("cm-{case}"), "key": "app.jar" } });
+                create_artifact_in(self, &registry, &format!("cm-{case}"), "1.0.0", source).await;
+            }
+            Step::InjectedPod | Step::DeniedPod => {
+                self.point_webhook_at(&operator.webhook_url).await;
+                self.wait_for_service_account().await;
+            }
+            Step::Upload => {
+                let source = json!({ "upload": {} });
+                create_artifact_in(self, &registry, &format!("up-{case}"), "1.0.0", source).await;
+            }
+            Step::ManagedRegistry => {
+                create_registry(
+                    self,
+                    &format!("zot-{case}"),
+                    json!({ "zot": { "storage": { "size": "1Gi" } } }),
+                )
+                .await;
+            }
+            Step::IngressRegistry => {
+                let spec = json!({
+                    "zot": { "storage": { "size": "1Gi" } },
+                    "ingress": { "traefik": { "host": "registry.example.invalid", "entryPoints": ["websecure"] } },
+                });
+                create_registry(self, &format!("edge-{case}"), spec).await;
+            }
+            Step::RepeatedEvent => {
+                let source = json!({ "configMapKeyRef": { "name": format!("absent-{case}"), "key": "app.jar" } });
+                create_artifact_in(self, &registry, &format!("bad-{case}"), "1.0.0", source).await;
+            }
+        }
+    }
+
+    /// Waits until the step completes (`Ok(None)`), a log line denies `grant` (`Ok(Some)`),
+    /// or the step times out or the operator exits (`Err`).
+    async fn finish_step(
+        &self,
+        step: Step,
+        case: usize,
+        operator: &Operator,
+        grant: Option<&Grant>,
+        uploader: &str,
+    ) -> Result<Option<String>, String> {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            if let Some(grant) = grant
+                && let Some(line) = operator
+                    .lines_containing("forbidden")
+                    .into_iter()
+                    .find(|line| grant.is_denied_in(line))
+            {
+                return Ok(Some(line));
+            }
+            if self.step_done(step, case, operator, uploader).await {
+                return Ok(None);
+            }
+            if operator.has_exited() {
+                return Err(format!(
+                    "the operator exited in step {step:?}; log:\n{}",
+                    operator.lines_containing("").join("\n")
+                ));
+            }
+            if Instant::now() >= deadline {
+                let warnings = operator.lines_containing("WARN");
+                return Err(format!(
+                    "step {step:?} neither completed nor named the verb; warnings:\n{}",
+                    warnings.join("\n")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn step_done(
+        &self,
+        step: Step,
+        case: usize,
+        operator: &Operator,
+        uploader: &str,
+    ) -> bool {
+        match step {
+            Step::Startup => !operator.lines_containing("Became the leader").is_empty(),
+            Step::ExternalRegistry => {
+                is_ready::<ArtifactRegistry>(&self.client, &self.namespace, &format!("ext-{case}"))
+                    .await
+            }
+            Step::ConfigMapArtifact => {
+                let name = format!("cm-{case}");
+                is_ready::<AppArtifact>(&self.client, &self.namespace, &name).await
+                    && has_event(&self.client, &self.namespace, &name, "Pushed").await
+            }
+            Step::InjectedPod => self.try_create_pod(&format!("cm-{case}")).await.is_ok(),
+            Step::DeniedPod => {
+                let missing = format!("missing-{case}");
+                matches!(self.try_create_pod(&missing).await, Err(error) if error.contains(&missing) && error.contains("denied"))
+            }
+            Step::Upload => {
+                upload(operator, &self.namespace, &format!("up-{case}"), uploader).await == 201
+            }
+            Step::ManagedRegistry => {
+                is_reconciled(&self.client, &self.namespace, &format!("zot-{case}")).await
+            }
+            Step::IngressRegistry => {
+                is_reconciled(&self.client, &self.namespace, &format!("edge-{case}")).await
+            }
+            Step::RepeatedEvent => {
+                has_repeated_event(&self.client, &self.namespace, &format!("bad-{case}")).await
+            }
+        }
+    }
+
+    /// Points the chart's webhook configuration at `url`, whatever it pointed at before.
+    async fn point_webhook_at(&self, url: &str) {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let configuration = api.get(&self.fullname()).await.unwrap();
+        let client_config = &configuration.webhooks.unwrap()[0].client_config;
+        let mut operations = Vec::new();
+        if client_config.service.is_some() {
+            operations.push(json!({ "op": "remove", "path": "/webhooks/0/clientConfig/service" }));
+        }
+        operations.push(json!({
+            "op": "add",
+            "path": "/webhooks/0/clientConfig/url",
+            "value": format!("{url}/v1/mutate/pods"),
+        }));
+        let patch: json_patch::Patch = serde_json::from_value(Value::Array(operations)).unwrap();
+        api.patch(
+            &self.fullname(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Creates an opted-in pod that names `artifact`. Returns the API server's error, or an
+    /// error when the pod was created without an injection.
+    async fn try_create_pod(&self, artifact: &str) -> Result<Pod, String> {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {
+                "generateName": "verbs-",
+                "labels": { "artifacts.cameleer.io/inject": "true" },
+                "annotations": { "artifacts.cameleer.io/artifacts": artifact },
+            },
+            "spec": {
+                "initContainers": [{ "name": "loader", "image": "registry.test/curl:1" }],
+                "containers": [{ "name": "app", "image": "registry.test/app:1" }],
+                "automountServiceAccountToken": false,
+            },
+        }))
+        .unwrap();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let created = pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .map_err(|error| error.to_string())?;
+        let injected = created
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .any(|(key, _)| key == artifact_operator::webhook::INJECTED_ANNOTATION);
+        if injected {
+            Ok(created)
+        } else {
+            Err("created without injection".to_owned())
+        }
+    }
+}
+
+async fn create_external_registry_named(install: &Install, name: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": format!("{name}-login") },
+        "stringData": {
+            "username": install.env.var("TESTENV_DISTRIBUTION_USERNAME"),
+            "password": install.env.var("TESTENV_DISTRIBUTION_PASSWORD"),
+        },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(install.client.clone(), &install.namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let spec = json!({ "external": {
+        "url": format!("https://{}", install.env.var("TESTENV_DISTRIBUTION_HOST")),
+        "credentialsSecretRef": { "name": format!("{name}-login") },
+        "caBundle": std::fs::read_to_string(install.env.ca_file()).unwrap(),
+    } });
+    create_registry(install, name, spec).await;
+}
+
+async fn create_registry(install: &Install, name: &str, spec: Value) {
+    let registry: ArtifactRegistry = serde_json::from_value(json!({
+        "apiVersion": "artifacts.cameleer.io/v1alpha1",
+        "kind": "ArtifactRegistry",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .unwrap();
+    Api::<ArtifactRegistry>::namespaced(install.client.clone(), &install.namespace)
+        .create(&PostParams::default(), &registry)
+        .await
+        .unwrap();
+}
+
+async fn create_config_map(install: &Install, name: &str, jar: &[u8]) {
+    let config_map = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        binary_data: Some([("app.jar".to_owned(), ByteString(jar.to_vec()))].into()),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(install.client.clone(), &install.namespace)
+        .create(&PostParams::default(), &config_map)
+        .await
+        .unwrap();
+}
+
+/// Returns whether the object's Ready condition is True.
+async fn is_ready<K>(client: &Client, namespace: &str, name: &str) -> bool
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let Ok(object) = api.get(name).await else {
+        return false;
+    };
+    let value = serde_json::to_value(&object).unwrap();
+    value["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|condition| condition["type"] == "Ready" && condition["status"] == "True")
+}
+
+/// Returns whether the registry controller wrote the status of the registry's generation.
+async fn is_reconciled(client: &Client, namespace: &str, name: &str) -> bool {
+    let api: Api<ArtifactRegistry> = Api::namespaced(client.clone(), namespace);
+    let Ok(registry) = api.get(name).await else {
+        return false;
+    };
+    let value = serde_json::to_value(&registry).unwrap();
+    value["status"]["observedGeneration"] == value["metadata"]["generation"]
+}
+
+async fn has_event(client: &Client, namespace: &str, name: &str, reason: &str) -> bool {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let list = events.list(&Default::default()).await.unwrap();
+    list.items.iter().any(|event| {
+        event.involved_object.name.as_deref() == Some(name)
+            && event.reason.as_deref() == Some(reason)
+    })
+}
+
+/// Returns whether an Event on `name` has been counted more than once, which the event
+/// recorder does with a patch.
+async fn has_repeated_event(client: &Client, namespace: &str, name: &str) -> bool {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let list = events.list(&Default::default()).await.unwrap();
+    list.items.iter().any(|event| {
+        event.involved_object.name.as_deref() == Some(name)
+            && (event.count.unwrap_or(1) > 1 || event.series.is_some())
+    })
+}
+
+/// Uploads a small JAR through the gateway and returns the status code.
+async fn upload(operator: &Operator, namespace: &str, name: &str, token: &str) -> u16 {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .put(format!(
+            "{}/v1/uploads/{namespace}/{name}",
+            operator.gateway_url
+        ))
+        .bearer_auth(token)
+        .body(b"PK\x03\x04uploaded for the verbs".to_vec())
+        .send()
+        .await;
+    match response {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
 }
 
 // === Install harness ===
@@ -635,6 +1512,11 @@ struct Install {
 
 impl Install {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Installs the chart with `values` (`--set` arguments) besides the watched namespace.
+    async fn start_with(values: &[&str]) -> Self {
         let env = TestEnv::load();
         let client = env.kube_client().await;
         install_crds(&client).await;
@@ -649,7 +1531,8 @@ impl Install {
             .args(["install", &release])
             .arg(chart_dir())
             .args(["--namespace", &release_namespace, "--create-namespace"])
-            .args(["--set", &format!("watchNamespace={namespace}")]));
+            .args(["--set", &format!("watchNamespace={namespace}")])
+            .args(values));
 
         let install = Self {
             home: tempfile::tempdir().unwrap(),
@@ -726,13 +1609,24 @@ impl Install {
     /// Starts `artifact-operator run` with the Deployment's arguments, listening on loopback
     /// instead of the pod's addresses.
     fn start_operator(&self) -> Operator {
-        self.start_operator_logging("info")
+        self.spawn_operator("info", &[])
     }
 
-    /// Starts the operator as [`Self::start_operator`] does, with `RUST_LOG` set to `filter`.
+    /// Starts the operator as [`Install::start_operator`] does, with `extra` arguments last.
+    fn start_operator_with(&self, extra: &[String]) -> Operator {
+        self.spawn_operator("info", extra)
+    }
+
+    /// Starts the operator as [`Install::start_operator`] does, with `RUST_LOG` set to `filter`.
     fn start_operator_logging(&self, filter: &str) -> Operator {
+        self.spawn_operator(filter, &[])
+    }
+
+    /// Starts the operator with `RUST_LOG` set to `filter` and `extra` arguments last.
+    fn spawn_operator(&self, filter: &str, extra: &[String]) -> Operator {
         let port = free_port();
         let gateway_port = free_port();
+        let metrics_port = free_port();
         let mut args: Vec<String> = self
             .deployment_args()
             .into_iter()
@@ -746,8 +1640,13 @@ impl Install {
             // The API server calls the webhook at 127.0.0.1, which the certificate must name.
             "--webhook-ip=127.0.0.1".to_owned(),
             // The Deployment sets METRICS_LISTEN; the flag takes precedence over it.
-            "--metrics-listen=127.0.0.1:0".to_owned(),
+            format!("--metrics-listen=127.0.0.1:{metrics_port}"),
         ]);
+        // An extra `--flag=value` replaces the Deployment's value of that flag.
+        let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
+        let replaced: Vec<String> = extra.iter().map(|arg| flag(arg)).collect();
+        args.retain(|arg| !replaced.contains(&flag(arg)) || arg.starts_with("--webhook-ip="));
+        args.extend(extra.iter().cloned());
         assert_eq!(args[0], "run", "{args:?}");
 
         let mut child = Command::new(BINARY)
@@ -771,7 +1670,9 @@ impl Install {
             child,
             lines,
             seen: std::cell::RefCell::new(Vec::new()),
+            webhook_port: port,
             webhook_url: format!("https://127.0.0.1:{port}"),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}"),
             gateway_url: format!("http://127.0.0.1:{gateway_port}"),
         }
     }
@@ -841,10 +1742,6 @@ impl Install {
         wait_until(&format!("{request:?} allowed"), || self.can_i(request));
     }
 
-    fn wait_until_denied(&self, request: &[&str]) {
-        wait_until(&format!("{request:?} denied"), || !self.can_i(request));
-    }
-
     /// Waits until the operator has written a CA bundle into the chart's configuration.
     async fn wait_for_ca_bundle(&self) {
         let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
@@ -865,6 +1762,77 @@ impl Install {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Writes `ca_pem` into the caBundle as cert-manager's cainjector does, and returns it.
+    async fn inject_ca_bundle(&self, ca_pem: &str) -> Option<ByteString> {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let patch = json!([{
+            "op": "replace",
+            "path": "/webhooks/0/clientConfig/caBundle",
+            "value": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, ca_pem),
+        }]);
+        let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+        let patched = api
+            .patch(
+                &self.fullname(),
+                &PatchParams {
+                    field_manager: Some(CERT_MANAGER_MANAGER.to_owned()),
+                    ..PatchParams::default()
+                },
+                &Patch::Json::<()>(patch),
+            )
+            .await
+            .unwrap();
+        let bundle = patched.webhooks.unwrap()[0].client_config.ca_bundle.clone();
+        assert_eq!(
+            bundle.as_ref().map(|b| b.0.as_slice()),
+            Some(ca_pem.as_bytes())
+        );
+        bundle
+    }
+
+    /// Lets the API server reach the webhook Service on loopback while it still checks the
+    /// Service's DNS name. The API server resolves a Service of type ExternalName to its
+    /// `externalName` and the webhook's port, and verifies the certificate against
+    /// `{service}.{namespace}.svc` all the same. No pod backs the chart's ClusterIP here.
+    async fn serve_webhook_service_on_loopback(&self, port: u16) {
+        let services: Api<k8s_openapi::api::core::v1::Service> =
+            Api::namespaced(self.client.clone(), &self.release_namespace);
+        let name = format!("{}-webhook", self.fullname());
+        let mut service = services.get(&name).await.unwrap();
+        services.delete(&name, &Default::default()).await.unwrap();
+        service.metadata = kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            labels: service.metadata.labels.take(),
+            annotations: service.metadata.annotations.take(),
+            ..Default::default()
+        };
+        service.spec = Some(
+            serde_json::from_value(json!({
+                "type": "ExternalName",
+                "externalName": "127.0.0.1",
+            }))
+            .unwrap(),
+        );
+        service.status = None;
+        services
+            .create(&PostParams::default(), &service)
+            .await
+            .unwrap();
+
+        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        let patch = json!([
+            { "op": "replace", "path": "/webhooks/0/clientConfig/service/port", "value": port },
+        ]);
+        let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+        api.patch(
+            &self.fullname(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+        .unwrap();
     }
 
     /// Points the chart's webhook configuration at the operator on loopback. In a cluster the
@@ -939,41 +1907,6 @@ impl Install {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    async fn remove_cluster_role_verb(&self, resource: &str, verb: &str) {
-        let api: Api<ClusterRole> = Api::all(self.client.clone());
-        let mut role = api.get(&self.fullname()).await.unwrap();
-        let rules = role.rules.as_mut().unwrap();
-        let rule = rules
-            .iter_mut()
-            .find(|rule| rule.resources.iter().flatten().any(|r| r == resource))
-            .unwrap_or_else(|| panic!("no rule for {resource}"));
-        rule.verbs.retain(|existing| existing != verb);
-        // The API server rejects a rule without verbs.
-        rules.retain(|rule| !rule.verbs.is_empty());
-        api.replace(&self.fullname(), &PostParams::default(), &role)
-            .await
-            .unwrap();
-    }
-
-    /// Removes the rule whose only verb is `verb` on `resource` from the release's Role.
-    async fn remove_role_rule(&self, resource: &str, verb: &str) {
-        let api: Api<Role> = Api::namespaced(self.client.clone(), &self.release_namespace);
-        let mut role = api.get(&self.fullname()).await.unwrap();
-        let rules = role.rules.as_mut().unwrap();
-        let before = rules.len();
-        rules.retain(|rule| {
-            !(rule.resources.iter().flatten().any(|r| r == resource) && rule.verbs == [verb])
-        });
-        assert_eq!(
-            rules.len(),
-            before - 1,
-            "no rule with only {verb} on {resource}"
-        );
-        api.replace(&self.fullname(), &PostParams::default(), &role)
-            .await
-            .unwrap();
     }
 
     /// Returns a name and the text of every secret that the flow handled. These are the
@@ -1064,7 +1997,7 @@ impl Install {
         );
 
         // What the namespace had before the install, and the Secrets and the leader Lease that
-        // the operator created itself (missing_secret_create_stops_startup creates none).
+        // the operator created itself (a case of every_rbac_verb_is_needed deletes the key ring).
         let fullname = self.fullname();
         let allowed = [
             "configmap/kube-root-ca.crt".to_owned(),
@@ -1170,12 +2103,24 @@ async fn create_config_map_artifact(install: &Install, name: &str, version: &str
 
 /// Creates an AppArtifact `name` of the install's tenant, with the application id `name`.
 async fn create_artifact(install: &Install, name: &str, version: &str, source: Value) {
+    create_artifact_in(install, "main", name, version, source).await;
+}
+
+/// Creates an AppArtifact `name` in `registry`, of the install's tenant, with the application
+/// id `name`.
+async fn create_artifact_in(
+    install: &Install,
+    registry: &str,
+    name: &str,
+    version: &str,
+    source: Value,
+) {
     let artifact: AppArtifact = serde_json::from_value(json!({
         "apiVersion": "artifacts.cameleer.io/v1alpha1",
         "kind": "AppArtifact",
         "metadata": { "name": name },
         "spec": {
-            "registryRef": { "name": "main" },
+            "registryRef": { "name": registry },
             "tenantId": install.tenant,
             "appId": name,
             "version": version,
@@ -1242,6 +2187,144 @@ async fn wait_for_event(client: &Client, namespace: &str, name: &str, reason: &s
     }
 }
 
+// === cert-manager's part ===
+
+/// Field manager of the test's writes in the place of cert-manager.
+const CERT_MANAGER_MANAGER: &str = "cert-manager-test";
+
+/// Installs cert-manager's CRDs with server-side apply, once per environment in effect: a
+/// repeated apply changes nothing.
+fn install_cert_manager_crds(env: &TestEnv) {
+    let path = support::cert_manager_crds_path();
+    run(kubectl(env)
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(&path));
+    run(kubectl(env).args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/certificates.cert-manager.io",
+        "crd/issuers.cert-manager.io",
+        "crd/clusterissuers.cert-manager.io",
+    ]));
+}
+
+/// A CA of the test's own, as the chart's self-signed CA chain would produce.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+/// A serving certificate and its key as cert-manager writes them.
+struct Issued {
+    cert_pem: String,
+    /// SEC1 (`EC PRIVATE KEY`), cert-manager's encoding of ECDSA keys.
+    key_pem: String,
+    der: Vec<u8>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "cert-manager test CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// Issues a serving certificate for the Service DNS name `service` with a new key.
+    fn issue(&self, service: &str) -> Issued {
+        let mut params = rcgen::CertificateParams::new(vec![
+            service.to_owned(),
+            format!("{service}.cluster.local"),
+        ])
+        .unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        Issued {
+            cert_pem: certificate.pem(),
+            key_pem: sec1_pem(&key.serialize_pem()),
+            der: certificate.der().to_vec(),
+        }
+    }
+}
+
+/// Converts a PKCS#8 EC key to SEC1 with openssl, the encoding cert-manager writes.
+fn sec1_pem(pkcs8_pem: &str) -> String {
+    let output = run_with_input(Command::new("openssl").arg("ec"), pkcs8_pem);
+    let pem = String::from_utf8(output.stdout).unwrap();
+    assert!(pem.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{pem}");
+    pem
+}
+
+/// Creates or replaces the `kubernetes.io/tls` Secret as cert-manager does, with `ca.crt`, and
+/// returns its new resourceVersion.
+async fn write_tls_secret(
+    secrets: &Api<Secret>,
+    name: &str,
+    ca: &TestCa,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Option<String> {
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "annotations": { "cert-manager.io/certificate-name": name.trim_end_matches("-tls") },
+        },
+        "type": "kubernetes.io/tls",
+        "stringData": { "ca.crt": ca.pem, "tls.crt": cert_pem, "tls.key": key_pem },
+    });
+    secrets
+        .patch(
+            name,
+            &PatchParams::apply(CERT_MANAGER_MANAGER).force(),
+            &Patch::Apply(secret),
+        )
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+}
+
+/// Completes a TLS handshake with the webhook on loopback as the API server does (trusting
+/// `ca_pem`, checking the Service DNS name) and returns the certificate presented.
+async fn presented_certificate(port: u16, ca_pem: &str, server_name: &str) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from(server_name.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap_or_else(|error| panic!("TLS handshake with the webhook failed: {error}"));
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
 // === The operator process ===
 
 /// A running `artifact-operator run`, killed when dropped.
@@ -1250,11 +2333,43 @@ struct Operator {
     lines: mpsc::Receiver<String>,
     /// Every line received so far, for failure messages.
     seen: std::cell::RefCell<Vec<String>>,
+    webhook_port: u16,
     webhook_url: String,
     gateway_url: String,
+    metrics_url: String,
 }
 
 impl Operator {
+    /// Returns the status and body of `/readyz`.
+    async fn readyz(&self) -> (u16, String) {
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("{}/readyz", self.metrics_url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// Waits until `/readyz` returns `status` with a body that contains `needle`.
+    async fn wait_for_readyz(&self, status: u16, needle: &str) {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let (current, body) = self.readyz().await;
+            if current == status && body.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never answered {status} with {needle:?}; last: {current} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     fn wait_for_line(&self, needle: &str) -> String {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         loop {
@@ -1282,6 +2397,15 @@ impl Operator {
             .collect()
     }
 
+    /// Returns whether the process has exited.
+    fn has_exited(&self) -> bool {
+        // try_wait needs `&mut`; the status is read again by `wait_for_exit` when needed.
+        let pid = self.child.id();
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.split_whitespace().nth(2) == Some("Z"))
+    }
+
     /// Waits for the process to exit by itself.
     fn wait_for_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
@@ -1292,6 +2416,15 @@ impl Operator {
             assert!(Instant::now() < deadline, "the operator did not exit");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, whatever its exit status.
+    fn terminate(mut self) {
+        // The process may exit by itself in the meantime, so a failed kill is ignored.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .output();
+        self.wait_for_exit();
     }
 
     /// Sends SIGTERM, waits for the graceful stop and returns every line that the operator

@@ -684,7 +684,10 @@ struct RotationLog {
 
 impl RotationLog {
     fn record(&mut self, certs: &CertHandle) {
-        let serving = serial_and_issuer(&certs.serving_cert_der());
+        let der = certs
+            .serving_cert_der()
+            .expect("a self-managed webhook always has a serving certificate");
+        let serving = serial_and_issuer(&der);
         if self.serving.last() != Some(&serving) {
             self.serving.push(serving);
         }

@@ -286,7 +286,10 @@ async fn concurrent_starts_share_one_secret() {
         .unwrap();
 
     assert_eq!(first.serving_cert_der(), second.serving_cert_der());
-    assert_eq!(first.serving_cert_der(), stored.serving.der().to_vec());
+    assert_eq!(
+        first.serving_cert_der(),
+        Some(stored.serving.der().to_vec())
+    );
 }
 
 #[tokio::test]
@@ -363,7 +366,7 @@ async fn renewal_reaches_new_connections_only() {
 
     wait_until("a renewed serving certificate", || {
         let handle = handle.clone();
-        let old = old_certificate.to_vec();
+        let old = Some(old_certificate.to_vec());
         async move { handle.serving_cert_der() != old }
     })
     .await;
@@ -446,7 +449,7 @@ async fn ca_rollover_trusts_old_and_new_bundle() {
     assert_eq!(moved.serving_issuer, ServingIssuer::Current);
     wait_until("the serving certificate of the new CA", || {
         let handle = handle.clone();
-        let expected = moved.serving.der().to_vec();
+        let expected = Some(moved.serving.der().to_vec());
         async move { handle.serving_cert_der() == expected }
     })
     .await;

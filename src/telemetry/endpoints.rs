@@ -22,12 +22,15 @@ use serde_json::json;
 
 use super::Metrics;
 
+type CertificateCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Readiness of the parts that must work before the replica takes traffic.
 #[derive(Default)]
 pub struct Readiness {
     caches_synced: AtomicBool,
-    /// Check that the webhook's serving certificate is loaded and valid.
-    certificate: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// Check that the webhook's serving certificate is loaded and valid; the error says why
+    /// not.
+    certificate: std::sync::OnceLock<CertificateCheck>,
 }
 
 impl Readiness {
@@ -37,20 +40,32 @@ impl Readiness {
     }
 
     /// Sets the check of the webhook's serving certificate.
-    pub fn set_certificate_check(&self, check: impl Fn() -> bool + Send + Sync + 'static) {
+    pub fn set_certificate_check(
+        &self,
+        check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) {
         let _ = self.certificate.set(Box::new(check));
     }
 
     /// Returns the names of the parts that are not ready yet.
     pub fn missing(&self) -> Vec<&'static str> {
-        let mut missing = Vec::new();
+        self.reasons().into_iter().map(|(part, _)| part).collect()
+    }
+
+    /// Returns each part that is not ready yet with the reason.
+    pub fn reasons(&self) -> Vec<(&'static str, String)> {
+        let mut reasons = Vec::new();
         if !self.caches_synced.load(Ordering::Acquire) {
-            missing.push("caches");
+            reasons.push(("caches", "the first list has not completed".to_owned()));
         }
-        if !self.certificate.get().is_some_and(|check| check()) {
-            missing.push("webhook_certificate");
+        let certificate = match self.certificate.get() {
+            Some(check) => check(),
+            None => Err("not loaded yet".to_owned()),
+        };
+        if let Err(reason) = certificate {
+            reasons.push(("webhook_certificate", reason));
         }
-        missing
+        reasons
     }
 }
 
@@ -84,13 +99,18 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<OperationsState>>) -> impl IntoResponse {
-    let missing = state.readiness.missing();
-    if missing.is_empty() {
+    let reasons = state.readiness.reasons();
+    if reasons.is_empty() {
         return (StatusCode::OK, Json(json!({ "ready": true })));
     }
+    let missing: Vec<_> = reasons.iter().map(|(part, _)| *part).collect();
+    let reasons: serde_json::Map<_, _> = reasons
+        .into_iter()
+        .map(|(part, reason)| (part.to_owned(), reason.into()))
+        .collect();
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "ready": false, "waitingFor": missing })),
+        Json(json!({ "ready": false, "waitingFor": missing, "reasons": reasons })),
     )
 }
 
@@ -106,8 +126,20 @@ mod tests {
         readiness.set_caches_synced();
         let loaded = Arc::new(AtomicBool::new(false));
         let flag = loaded.clone();
-        readiness.set_certificate_check(move || flag.load(Ordering::Acquire));
-        assert_eq!(readiness.missing(), ["webhook_certificate"]);
+        readiness.set_certificate_check(move || {
+            if flag.load(Ordering::Acquire) {
+                Ok(())
+            } else {
+                Err("Secret ops/tls: tls.crt: expired".to_owned())
+            }
+        });
+        assert_eq!(
+            readiness.reasons(),
+            [(
+                "webhook_certificate",
+                "Secret ops/tls: tls.crt: expired".to_owned()
+            )]
+        );
 
         loaded.store(true, Ordering::Release);
         assert!(readiness.missing().is_empty());

@@ -1,5 +1,7 @@
-//! Operator-managed TLS for the admission webhook: a self-managed CA and a serving
-//! certificate kept in one Secret the operator owns, shared by every replica.
+//! TLS for the admission webhook. By default the operator manages it: a self-managed CA and a
+//! serving certificate kept in one Secret the operator owns, shared by every replica. With
+//! `--webhook-certificates=external`, [`external`] only reads a Secret that another component
+//! such as cert-manager writes; [`CertHandle`] and the TLS server are the same in both modes.
 //!
 //! The Secret (type `kubernetes.io/tls`, default name [`DEFAULT_SECRET_NAME`]) has the keys
 //! `ca.crt` and `ca.key` (the CA that signs new certificates), `tls.crt` and `tls.key` (the
@@ -21,6 +23,7 @@
 //! namespace; `get`, `list`, `watch` and `patch` on `mutatingwebhookconfigurations`.
 
 pub mod ca_bundle;
+pub mod external;
 pub mod material;
 pub mod renewal;
 
@@ -44,14 +47,13 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use rustls::{
-    pki_types::{PrivateKeyDer, pem::PemObject},
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
 use tracing::{info, warn};
 
 use self::{
-    material::{StoredCerts, StoredPem, SubjectAltNames},
+    material::{ServingPair, StoredCerts, StoredPem, SubjectAltNames},
     renewal::Renewal,
 };
 
@@ -199,28 +201,38 @@ pub enum CertError {
 
 // === impl CertHandle ===
 
-/// The certificates in use, shared by the TLS server, the readiness probe and the background
+/// The certificate in use, shared by the TLS server, the readiness probe and the background
 /// check. Clones share the same state.
 #[derive(Clone)]
 pub struct CertHandle {
     current: Arc<RwLock<Arc<Loaded>>>,
     resolver: Arc<ServingCertResolver>,
+    /// Source of the certificate, such as `Secret ops/webhook-tls`, named in readiness
+    /// reasons.
+    source: Arc<str>,
 }
 
-struct Loaded {
-    certs: StoredCerts,
-    bundle_pem: String,
+/// What the handle serves: a certificate, or the reason why it has none.
+#[derive(PartialEq, Eq)]
+enum Loaded {
+    Serving {
+        pair: ServingPair,
+        bundle_pem: String,
+    },
+    Missing {
+        reason: String,
+    },
 }
 
 impl fmt::Debug for CertHandle {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let loaded = self.loaded();
-        formatter
-            .debug_struct("CertHandle")
-            .field("serving_not_after", &loaded.certs.serving.not_after)
-            .field("ca_not_after", &loaded.certs.ca.not_after)
-            .field("rollover", &loaded.certs.previous_ca.is_some())
-            .finish()
+        let mut debug = formatter.debug_struct("CertHandle");
+        debug.field("source", &self.source);
+        match &*self.loaded() {
+            Loaded::Serving { pair, .. } => debug.field("serving_not_after", &pair.leaf.not_after),
+            Loaded::Missing { reason } => debug.field("missing", reason),
+        };
+        debug.finish()
     }
 }
 
@@ -228,34 +240,61 @@ impl CertHandle {
     /// Builds a handle that serves `certs`, which [`StoredCerts::from_pem`] or
     /// [`StoredCerts::generate`] produced.
     pub fn new(certs: StoredCerts) -> Self {
-        let key = certified_key(&certs);
-        let bundle_pem = certs.ca_bundle_pem();
+        let handle = Self::without_certificate(
+            "the webhook serving certificate",
+            "no certificate loaded yet".to_owned(),
+        );
+        handle.set(certs);
+        handle
+    }
+
+    /// Builds a handle that has no certificate yet: every TLS handshake fails and
+    /// [`CertHandle::readiness`] reports `reason`. `source` names where the certificate will
+    /// come from.
+    pub fn without_certificate(source: &str, reason: String) -> Self {
         Self {
-            current: Arc::new(RwLock::new(Arc::new(Loaded { certs, bundle_pem }))),
+            current: Arc::new(RwLock::new(Arc::new(Loaded::Missing { reason }))),
             resolver: Arc::new(ServingCertResolver {
-                current: RwLock::new(key),
+                current: RwLock::new(None),
             }),
+            source: source.into(),
         }
     }
 
     /// Returns the PEM of every CA the webhook's clients must trust: the current CA, plus the
-    /// previous one during a rollover.
+    /// previous one during a rollover. Empty while no certificate is loaded, and for an
+    /// external certificate without `ca.crt`.
     pub fn ca_bundle_pem(&self) -> String {
-        self.loaded().bundle_pem.clone()
+        match &*self.loaded() {
+            Loaded::Serving { bundle_pem, .. } => bundle_pem.clone(),
+            Loaded::Missing { .. } => String::new(),
+        }
     }
 
     /// Returns the serving certificate that new TLS handshakes get, in DER.
-    pub fn serving_cert_der(&self) -> Vec<u8> {
-        self.loaded().certs.serving.der().to_vec()
+    pub fn serving_cert_der(&self) -> Option<Vec<u8>> {
+        match &*self.loaded() {
+            Loaded::Serving { pair, .. } => Some(pair.leaf.der().to_vec()),
+            Loaded::Missing { .. } => None,
+        }
     }
 
-    /// Returns whether the serving certificate is within its validity period, for readiness.
-    /// A handle always has a certificate, but it expires when checks fail for longer than
-    /// `serving_renew_before`.
+    /// Returns whether a certificate is loaded and within its validity period.
     pub fn is_loaded(&self) -> bool {
-        let loaded = self.loaded();
-        let now = Timestamp::now();
-        loaded.certs.serving.not_before <= now && now < loaded.certs.serving.not_after
+        self.readiness().is_ok()
+    }
+
+    /// Returns why the webhook cannot serve, naming the certificate's source: no certificate
+    /// loaded, or a certificate outside its validity period. A self-managed certificate
+    /// expires only when checks fail for longer than `serving_renew_before`.
+    pub fn readiness(&self) -> Result<(), String> {
+        match &*self.loaded() {
+            Loaded::Serving { pair, .. } => match pair.validity_problem(Timestamp::now()) {
+                Some(problem) => Err(format!("{}: {problem}", self.source)),
+                None => Ok(()),
+            },
+            Loaded::Missing { reason } => Err(format!("{}: {reason}", self.source)),
+        }
     }
 
     /// Returns the certificate resolver of this handle, which always returns the latest
@@ -287,29 +326,54 @@ impl CertHandle {
 
     /// Switches to `certs` when they differ from the current ones; returns whether they did.
     pub(crate) fn set(&self, certs: StoredCerts) -> bool {
-        if self.loaded().certs == certs {
+        self.serve(certs.serving_pair(), certs.ca_bundle_pem())
+    }
+
+    /// Switches to `pair`, whose clients trust `bundle_pem`, when it differs from the current
+    /// certificate; returns whether it did.
+    pub(crate) fn serve(&self, pair: ServingPair, bundle_pem: String) -> bool {
+        let next = Loaded::Serving { pair, bundle_pem };
+        if *self.loaded() == next {
             return false;
         }
-        let key = certified_key(&certs);
-        let bundle_pem = certs.ca_bundle_pem();
+        let Loaded::Serving { pair, .. } = &next else {
+            unreachable!("built as Serving above");
+        };
         *self
             .resolver
             .current
             .write()
-            .expect("the certificate lock is never poisoned") = key;
+            .expect("the certificate lock is never poisoned") =
+            Some(Arc::new(pair.certified_key()));
         *self
             .current
             .write()
-            .expect("the certificate lock is never poisoned") =
-            Arc::new(Loaded { certs, bundle_pem });
+            .expect("the certificate lock is never poisoned") = Arc::new(next);
         true
+    }
+
+    /// Records why no certificate can be loaded, while none is served yet. A handle that
+    /// serves a certificate keeps it; the caller logs the reason.
+    pub(crate) fn set_missing(&self, reason: String) {
+        let mut current = self
+            .current
+            .write()
+            .expect("the certificate lock is never poisoned");
+        if matches!(**current, Loaded::Missing { .. }) {
+            *current = Arc::new(Loaded::Missing { reason });
+        }
+    }
+
+    /// Returns whether a certificate is loaded, valid or not.
+    pub(crate) fn has_certificate(&self) -> bool {
+        matches!(*self.loaded(), Loaded::Serving { .. })
     }
 }
 
-/// Serves the latest serving certificate to every new TLS handshake. Connections keep the
-/// certificate they were opened with.
+/// Serves the latest serving certificate to every new TLS handshake, and fails the handshake
+/// while there is none. Connections keep the certificate they were opened with.
 struct ServingCertResolver {
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Option<Arc<CertifiedKey>>>,
 }
 
 impl fmt::Debug for ServingCertResolver {
@@ -320,25 +384,11 @@ impl fmt::Debug for ServingCertResolver {
 
 impl ResolvesServerCert for ServingCertResolver {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .expect("the certificate lock is never poisoned")
-                .clone(),
-        )
+        self.current
+            .read()
+            .expect("the certificate lock is never poisoned")
+            .clone()
     }
-}
-
-fn certified_key(certs: &StoredCerts) -> Arc<CertifiedKey> {
-    let key = PrivateKeyDer::from_pem_slice(certs.serving_key.as_str().as_bytes())
-        .expect("StoredCerts validated the serving key");
-    let certified = CertifiedKey::from_der(
-        vec![certs.serving.der().clone()],
-        key,
-        &rustls::crypto::ring::default_provider(),
-    )
-    .expect("StoredCerts validated that the serving key matches its certificate");
-    Arc::new(certified)
 }
 
 // === start and check ===

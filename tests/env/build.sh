@@ -4,7 +4,7 @@
 # are skipped.
 #
 # Usage: tests/env/build.sh [component...]   (default: all)
-# Components: kubernetes etcd helm oras crane traefik-crds
+# Components: kubernetes etcd helm oras crane traefik-crds cert-manager-crds
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require_go
@@ -107,13 +107,25 @@ build_traefik_crds() {
   chmod 644 "$out/traefik-crds.yaml"
 }
 
+# cert-manager ships its CRDs as YAML in its Go module too. The cert-manager.io group is
+# enough for the chart (Issuer, ClusterIssuer, Certificate, CertificateRequest); the ACME
+# group is left out.
+build_cert_manager_crds() {
+  local out="$1" version="$2" dir
+  dir="$(cd "$out" && GOFLAGS=-mod=mod go mod download -json "github.com/cert-manager/cert-manager@$version" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  cat "$dir"/deploy/crds/cert-manager.io_{certificates,certificaterequests,issuers,clusterissuers}.yaml \
+    >"$out/cert-manager-crds.yaml"
+  chmod 644 "$out/cert-manager-crds.yaml"
+}
+
 build_helm() { build_go_install "$1" "helm.sh/helm/v4/cmd/helm@$2"; }
 build_oras() { build_go_install "$1" "oras.land/oras/cmd/oras@$2"; }
 build_crane() { build_go_install "$1" "github.com/google/go-containerregistry/cmd/crane@$2"; }
 
 main() {
   local components=("$@")
-  [[ ${#components[@]} -gt 0 ]] || components=(etcd crane oras helm traefik-crds kubernetes)
+  [[ ${#components[@]} -gt 0 ]] || components=(etcd crane oras helm traefik-crds cert-manager-crds kubernetes)
   local c
   for c in "${components[@]}"; do
     case "$c" in
@@ -123,7 +135,8 @@ main() {
       oras) build_into oras "$ORAS_VERSION" build_oras ;;
       crane) build_into crane "$CRANE_VERSION" build_crane ;;
       traefik-crds) build_into traefik-crds "$TRAEFIK_VERSION" build_traefik_crds ;;
-      *) die "unknown component '$c'; expected one of: kubernetes etcd helm oras crane traefik-crds" ;;
+      cert-manager-crds) build_into cert-manager-crds "$CERT_MANAGER_VERSION" build_cert_manager_crds ;;
+      *) die "unknown component '$c'; expected one of: kubernetes etcd helm oras crane traefik-crds cert-manager-crds" ;;
     esac
   done
 }

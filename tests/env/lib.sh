@@ -29,6 +29,7 @@ etcd_bin() { printf '%s/etcd\n' "$(bin_dir etcd "$ETCD_VERSION")"; }
 helm_bin() { printf '%s/helm\n' "$(bin_dir helm "$HELM_VERSION")"; }
 oras_bin() { printf '%s/oras\n' "$(bin_dir oras "$ORAS_VERSION")"; }
 traefik_crds() { printf '%s/traefik-crds.yaml\n' "$(bin_dir traefik-crds "$TRAEFIK_VERSION")"; }
+cert_manager_crds() { printf '%s/cert-manager-crds.yaml\n' "$(bin_dir cert-manager-crds "$CERT_MANAGER_VERSION")"; }
 crane_bin() { printf '%s/crane\n' "$(bin_dir crane "$CRANE_VERSION")"; }
 
 # Check that the machine's Go is recent enough for the pinned modules.

@@ -251,11 +251,10 @@ pub async fn create_labeled_namespace(
     name
 }
 
-/// Path of the cached Apache Camel JAR that `tests/env/fetch-jars.sh` downloads, with the cache
-/// rules of `tests/env/lib.sh`. Its sha256 as `sha256sum` printed it is in the same path plus
-/// `.sha256`.
-pub fn camel_jar_path() -> PathBuf {
-    let cache = std::env::var_os("ARTIFACT_OPERATOR_CACHE")
+/// The cache directory of `tests/env/lib.sh`: `$ARTIFACT_OPERATOR_CACHE`, else
+/// `$XDG_CACHE_HOME/artifact-operator`, else `~/.cache/artifact-operator`.
+fn cache_dir() -> PathBuf {
+    std::env::var_os("ARTIFACT_OPERATOR_CACHE")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("XDG_CACHE_HOME")
@@ -264,17 +263,44 @@ pub fn camel_jar_path() -> PathBuf {
         .unwrap_or_else(|| {
             let home = std::env::var_os("HOME").expect("HOME is not set");
             PathBuf::from(home).join(".cache/artifact-operator")
-        });
-    cache.join(format!("jars/camel-core-engine-{}.jar", camel_version()))
+        })
+}
+
+/// Returns the value of `key` in `tests/env/versions.env`.
+fn pinned_version(key: &str) -> &'static str {
+    include_str!("../env/versions.env")
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("tests/env/versions.env has no {key}"))
+        .trim()
+}
+
+/// Path of the cached Apache Camel JAR that `tests/env/fetch-jars.sh` downloads, with the cache
+/// rules of `tests/env/lib.sh`. Its sha256 as `sha256sum` printed it is in the same path plus
+/// `.sha256`.
+pub fn camel_jar_path() -> PathBuf {
+    cache_dir().join(format!("jars/camel-core-engine-{}.jar", camel_version()))
+}
+
+/// Path of cert-manager's CRDs that `tests/env/build.sh cert-manager-crds` caches. The path
+/// follows from the pinned version, so an environment started before they were added finds
+/// them too.
+pub fn cert_manager_crds_path() -> PathBuf {
+    let path = cache_dir().join(format!(
+        "bin/cert-manager-crds-{}/cert-manager-crds.yaml",
+        pinned_version("CERT_MANAGER_VERSION")
+    ));
+    assert!(
+        path.is_file(),
+        "{} is missing; run `tests/env/build.sh cert-manager-crds`",
+        path.display()
+    );
+    path
 }
 
 /// Camel version pinned in `tests/env/versions.env`.
 pub fn camel_version() -> &'static str {
-    include_str!("../env/versions.env")
-        .lines()
-        .find_map(|line| line.strip_prefix("CAMEL_VERSION="))
-        .expect("tests/env/versions.env has no CAMEL_VERSION")
-        .trim()
+    pinned_version("CAMEL_VERSION")
 }
 
 /// Reads the cached Camel JAR, or panics with the command that downloads it.

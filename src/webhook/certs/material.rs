@@ -87,7 +87,7 @@ impl Certificate {
         Self::from_der(der)
     }
 
-    fn from_der(der: CertificateDer<'static>) -> Result<Self, String> {
+    pub(crate) fn from_der(der: CertificateDer<'static>) -> Result<Self, String> {
         let x509 = parse_x509(&der)?;
         let validity = x509.validity();
         let not_before = timestamp(validity.not_before.timestamp())?;
@@ -139,6 +139,75 @@ impl fmt::Debug for Certificate {
             .field("is_ca", &self.is_ca)
             .field("subject_alt_names", &self.subject_alt_names)
             .finish_non_exhaustive()
+    }
+}
+
+/// A serving certificate with the chain sent after it and its private key, checked to be
+/// usable together by rustls. The TLS server presents it in both certificate modes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingPair {
+    /// The end-entity certificate, first in `chain`.
+    pub leaf: Certificate,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyPem,
+}
+
+impl ServingPair {
+    /// Parses `tls.crt` (the end-entity certificate, optionally followed by intermediates) and
+    /// `tls.key` (PKCS#8, PKCS#1 or SEC1 PEM, as cert-manager writes them). The error names the
+    /// Secret key at fault and never contains key material.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("tls.crt: invalid PEM ({error})"))?;
+        let Some(first) = chain.first() else {
+            return Err("tls.crt: no PEM certificate found".to_owned());
+        };
+        let leaf =
+            Certificate::from_der(first.clone()).map_err(|reason| format!("tls.crt: {reason}"))?;
+        let pair = Self {
+            leaf,
+            chain,
+            key: PrivateKeyPem(key_pem.to_owned()),
+        };
+        pair.try_certified_key()?;
+        Ok(pair)
+    }
+
+    /// The certificates after the leaf, such as an intermediate CA.
+    pub fn intermediates(&self) -> impl Iterator<Item = &CertificateDer<'static>> {
+        self.chain.iter().skip(1)
+    }
+
+    /// Builds the rustls certificate of this pair.
+    pub fn certified_key(&self) -> rustls::sign::CertifiedKey {
+        self.try_certified_key()
+            .expect("ServingPair checked that its key matches its certificate")
+    }
+
+    fn try_certified_key(&self) -> Result<rustls::sign::CertifiedKey, String> {
+        let key = PrivateKeyDer::from_pem_slice(self.key.as_str().as_bytes())
+            .map_err(|error| format!("tls.key: invalid private key ({error})"))?;
+        rustls::sign::CertifiedKey::from_der(
+            self.chain.clone(),
+            key,
+            &rustls::crypto::ring::default_provider(),
+        )
+        .map_err(|error| format!("tls.key: does not match tls.crt or is unusable ({error})"))
+    }
+
+    /// Returns why the leaf cannot be served at `now`: not valid yet, or expired.
+    pub fn validity_problem(&self, now: Timestamp) -> Option<String> {
+        if now < self.leaf.not_before {
+            return Some(format!(
+                "tls.crt: not valid before {}",
+                self.leaf.not_before
+            ));
+        }
+        if now >= self.leaf.not_after {
+            return Some(format!("tls.crt: expired at {}", self.leaf.not_after));
+        }
+        None
     }
 }
 
@@ -245,6 +314,15 @@ impl StoredCerts {
             serving_key,
             serving_issuer: ServingIssuer::Current,
         })
+    }
+
+    /// The serving certificate and its key, as the TLS server presents them.
+    pub fn serving_pair(&self) -> ServingPair {
+        ServingPair {
+            leaf: self.serving.clone(),
+            chain: vec![self.serving.der().clone()],
+            key: self.serving_key.clone(),
+        }
     }
 
     /// The PEM of every CA that clients must trust: the current CA, then the previous one
