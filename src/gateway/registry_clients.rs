@@ -16,7 +16,7 @@ use std::{
 
 use crate::oci::RegistryClient;
 
-/// How long the gateway uses a client before it reads the registry's settings again.
+/// Time for which the gateway reuses a client before it reads the registry's settings again.
 pub const CLIENT_TTL: Duration = Duration::from_secs(30);
 
 /// Clients by ArtifactRegistry key, `namespace/name`.
