@@ -49,8 +49,8 @@ fn format_prefix(prefix: &[u8]) -> String {
 }
 
 /// Formats a reqwest error followed by its causes. Its own message is often only "error
-/// decoding response body", while a cause says what happened, such as a body that ended before
-/// its Content-Length.
+/// decoding response body", while a cause describes what happened, such as a body that ended
+/// before its Content-Length.
 fn with_causes(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut cause = std::error::Error::source(error);

@@ -28,8 +28,8 @@ type CertificateCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 #[derive(Default)]
 pub struct Readiness {
     caches_synced: AtomicBool,
-    /// Check that the webhook's serving certificate is loaded and valid; the error says why
-    /// not.
+    /// Check that the webhook's serving certificate is loaded and valid. Its error names the
+    /// reason when it is not.
     certificate: std::sync::OnceLock<CertificateCheck>,
 }
 

@@ -212,7 +212,7 @@ pub struct CertHandle {
     source: Arc<str>,
 }
 
-/// What the handle serves: a certificate, or the reason why it has none.
+/// Certificate state of a handle: the certificate it serves, or the reason why it has none.
 #[derive(PartialEq, Eq)]
 enum Loaded {
     Serving {

@@ -11,7 +11,7 @@
 //!
 //! Until the Secret contains a usable certificate, TLS handshakes fail and readiness names the
 //! Secret and what is wrong with it. Once a certificate is served, a Secret that turns
-//! unusable (deleted, or with a key that does not match) is logged and the last certificate
+//! unusable (deleted, or with a key that does not match) is only logged. The last certificate
 //! stays in use until it expires, because failing every handshake would block the pods that
 //! opt in.
 //!
@@ -242,7 +242,7 @@ mod tests {
         SubjectAltNames::new(["webhook.ops.svc".to_owned()], [])
     }
 
-    /// A CA and a serving certificate it issued at `now`, valid for `validity`.
+    /// Issues a CA and a serving certificate at `now`, valid for `validity`.
     fn issued(now: Timestamp, validity: Duration) -> (Certificate, Certificate, PrivateKeyPem) {
         let (ca, ca_key) = generate_ca(365 * DAY, now).unwrap();
         let (serving, key) = issue_serving(&ca, &ca_key, &names(), validity, now).unwrap();
