@@ -229,8 +229,8 @@ async fn allow(
     Json(response.into_review())
 }
 
-/// Posts `body` and returns the review's `response` as JSON, so that both servers' answers are
-/// read the same way whatever types they use.
+/// Posts `body` and returns the review's `response` as JSON, so that both servers' responses
+/// are read the same way whatever types they use.
 async fn post_review(http: &reqwest::Client, url: &str, body: &[u8]) -> anyhow::Result<Value> {
     let response = http
         .post(url)

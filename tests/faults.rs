@@ -681,8 +681,8 @@ async fn apiserver_restart_misses_no_change() {
         )
         .await;
 
-    // Leader election would end the process once the Lease cannot be renewed for 15 s, which
-    // is a restart, not the watch resumption under test; a single replica needs no Lease.
+    // Leader election would end the process once the Lease cannot be renewed for 15 s. That is
+    // a restart, not the watch resumption under test, and a single replica needs no Lease.
     let mut operator = scene.start_operator(&kubeconfig, &["--leader-election", "false"]);
     let gateway = format!("http://{}", operator.listener_address("gateway").await);
     scene.wait_ready("doomed", &operator).await;

@@ -359,7 +359,8 @@ fn check_other_keys(
 /// Returns `value` with each byte replaced by `replacement` (or by another byte where they are
 /// equal), with `replacement` inserted at each position, and with each byte removed.
 fn single_byte_mutations(value: &str, replacement: u8) -> Vec<String> {
-    assert!(value.is_ascii() && replacement.is_ascii());
+    assert!(value.is_ascii(), "{value:?} is not ASCII");
+    assert!(replacement.is_ascii(), "{replacement} is not ASCII");
     let bytes = value.as_bytes();
     let mut mutations = Vec::with_capacity(3 * bytes.len() + 1);
     for index in 0..bytes.len() {

@@ -1,6 +1,7 @@
-//! The Zot configuration of arbitrary valid specs: it is JSON with only the keys Zot reads, it
-//! contains none of the combinations Zot rejects, and its access control and retention, evaluated
-//! the way Zot evaluates them, cover every tenant's repositories and nothing else.
+//! Properties of the Zot configuration of arbitrary valid specs. It is JSON with only the keys
+//! Zot reads, and it contains none of the combinations Zot rejects. Its access control and
+//! retention, evaluated the way Zot evaluates them, cover every tenant's repositories and nothing
+//! else.
 //!
 //! The renderer grants no per-tenant accounts: tenants never reach the registry, only the
 //! operator's push account and the gateway's read-only account do. So the tenant properties
